@@ -49,7 +49,9 @@ def top_k_from_scores(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None 
     else:
         candidates = np.tile(np.arange(n_items), (n_queries, 1))
     candidate_scores = np.take_along_axis(scores, candidates, axis=1)
-    # Ties are broken by item index so results are reproducible across runs.
+    # Within the returned k, equal scores are ordered by item index. Which of
+    # several items tied at the k-th score get in is left to argpartition
+    # (deterministic for the same input, but not always the lowest index).
     order = np.lexsort((candidates, -candidate_scores), axis=1)
     indices = np.take_along_axis(candidates, order, axis=1).astype(np.int64)
     top_scores = np.take_along_axis(candidate_scores, order, axis=1)

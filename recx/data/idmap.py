@@ -47,6 +47,19 @@ def _infer_kind(ids: np.ndarray, *, name: str) -> IdKind:
     raise TypeError(f"{name} ids must be integers or strings, found {type(other).__name__} value {other!r}. Drop missing ids or convert the column first.")
 
 
+def _as_id_array(values: Iterable[Any] | np.ndarray) -> np.ndarray:
+    """Convert ids to a 1-D array without letting numpy turn a mixture of ints and strings into strings."""
+    if isinstance(values, (np.ndarray, pd.Index, pd.Series)):
+        return np.asarray(values)
+    listed = list(values)
+    array = np.asarray(listed)
+    # np.asarray([1, "a"]) gives the strings ["1", "a"], so keep the original
+    # values in an object array, where _infer_kind can reject the mixture.
+    if array.dtype.kind in "US":
+        array = np.asarray(listed, dtype=object)
+    return array
+
+
 class IdMap:
     """Bijection between external ids and contiguous indices ``0 .. n - 1``.
 
@@ -71,7 +84,7 @@ class IdMap:
     """
 
     def __init__(self, ids: Iterable[Any] | np.ndarray, *, name: str = "item") -> None:
-        array = np.asarray(list(ids) if not isinstance(ids, (np.ndarray, pd.Index, pd.Series)) else ids)
+        array = _as_id_array(ids)
         if array.ndim != 1:
             raise ValueError(f"{name} ids must be one-dimensional, got shape {array.shape}.")
         self.name = name
@@ -96,7 +109,7 @@ class IdMap:
         indices : np.ndarray of shape (len(values),), int64
             ``id_map.to_index(values)``.
         """
-        array = np.asarray(values if isinstance(values, np.ndarray) else list(values))
+        array = _as_id_array(values)
         kind = _infer_kind(array, name=name) if len(array) else "int"
         array = array.astype(np.int64) if kind == "int" else array.astype(object)
         codes, uniques = pd.factorize(array, sort=True)

@@ -355,7 +355,8 @@ def _timestamps_to_seconds(column: pd.Series, name: str) -> np.ndarray:
         first = int(np.flatnonzero(column.isna().to_numpy())[0])
         raise ValueError(f"timestamp column {name!r} has {int(column.isna().sum())} missing values, first at row {first}. Fill or drop them, or load without timestamp_col.")
     if pd.api.types.is_datetime64_any_dtype(column):
-        values = column.dt.tz_convert("UTC") if getattr(column.dt, "tz", None) is not None else column
+        # Time-zone-aware values must become naive UTC before the cast to datetime64[ns].
+        values = column.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(column.dt, "tz", None) is not None else column
         return values.astype("datetime64[ns]").astype(np.int64).to_numpy() / 1e9
     try:
         return pd.to_numeric(column, errors="raise").to_numpy(dtype=np.float64)
@@ -437,3 +438,28 @@ def _merge_duplicates(
     indptr = np.cumsum(indptr)
     matrix = sp.csr_matrix((merged.astype(np.float32), row_items.astype(np.int32), indptr), shape=shape)
     return matrix, kept_times
+
+
+def merge_interactions(first: Interactions, second: Interactions) -> Interactions:
+    """Return the union of two disjoint parts of one dataset (for example train and validation).
+
+    Both parts must share id maps. A (user, item) pair present in both is a
+    sign that the parts overlap, and raises.
+    """
+    if first.users != second.users or first.items != second.items:
+        raise ValueError("cannot merge interactions with different id maps: both parts must come from the same dataset split.")
+    overlap = first.matrix.multiply(second.matrix)
+    overlap.eliminate_zeros()
+    if overlap.nnz:
+        raise ValueError(f"cannot merge interactions: {overlap.nnz} (user, item) pairs appear in both parts.")
+    first_coo, second_coo = first.matrix.tocoo(), second.matrix.tocoo()
+    rows = np.concatenate([first_coo.row, second_coo.row])
+    columns = np.concatenate([first_coo.col, second_coo.col])
+    data = np.concatenate([first_coo.data, second_coo.data])
+    timestamps = None
+    if first.timestamps is not None and second.timestamps is not None:
+        timestamps = np.concatenate([first.timestamps, second.timestamps])
+    order = np.lexsort((columns, rows))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=first.n_users))])
+    matrix = sp.csr_matrix((data[order], columns[order], indptr), shape=first.matrix.shape)
+    return first.with_entries(matrix, None if timestamps is None else timestamps[order])

@@ -1,0 +1,111 @@
+"""User and item towers: TorchRec embedding tables pooled into an MLP.
+
+Symbols used in shapes: ``B`` is the batch size, ``D`` the embedding
+dimension of the tables, ``O`` the output dimension of a tower.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+
+from recx.models.config import TwoTowerConfig
+
+# Feature keys of the KeyedJaggedTensor inputs, in the order the towers read them.
+USER_ID = "user_id"
+USER_HISTORY = "user_history"
+ITEM_ID = "item_id"
+ITEM_GENRES = "item_genres"
+
+_ACTIVATION_MODULES: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+class MLP(nn.Sequential):
+    """Stack of linear layers with an activation (and dropout) between them.
+
+    Maps ``(B, input_dim)`` to ``(B, output_dim)``; the last layer is linear.
+    """
+
+    def __init__(self, input_dim: int, hidden_dims: list[int], output_dim: int, activation: str, dropout: float = 0.0) -> None:
+        layers: list[nn.Module] = []
+        width = input_dim
+        for hidden in hidden_dims:
+            layers.append(nn.Linear(width, hidden))
+            layers.append(_ACTIVATION_MODULES[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = hidden
+        layers.append(nn.Linear(width, output_dim))
+        super().__init__(*layers)
+
+
+def _table(name: str, rows: int, dim: int, features: list[str], pooling: PoolingType) -> EmbeddingBagConfig:
+    # Rows start in U(-1/sqrt(rows), 1/sqrt(rows)), TorchRec's default, which
+    # keeps large tables near zero so that the MLP dominates early training.
+    return EmbeddingBagConfig(name=name, embedding_dim=dim, num_embeddings=rows, feature_names=features, pooling=pooling)
+
+
+class _Tower(nn.Module):
+    """Common part of both towers: an EmbeddingBagCollection, an MLP and L2 normalisation."""
+
+    def __init__(self, config: TwoTowerConfig, tables: list[EmbeddingBagConfig], device: torch.device | None) -> None:
+        super().__init__()
+        self.feature_names: list[str] = [name for table in tables for name in table.feature_names]
+        self.embeddings = EmbeddingBagCollection(tables=tables, device=device or torch.device("cpu"))
+        self.mlp = MLP(config.embedding_dim * len(self.feature_names), config.hidden_dims, config.output_dim, config.activation, config.dropout)
+        if device is not None:
+            self.mlp.to(device)
+
+    def encode(self, features: KeyedJaggedTensor) -> torch.Tensor:
+        """Return unit-norm embeddings of shape (B, O), float32."""
+        missing = [name for name in self.feature_names if name not in features.keys()]
+        if missing:
+            raise KeyError(f"{type(self).__name__} expects features {self.feature_names}, the input lacks {missing}.")
+        pooled = self.embeddings(features)
+        concatenated = torch.cat([pooled[name] for name in self.feature_names], dim=1)
+        return F.normalize(self.mlp(concatenated), dim=1)
+
+
+class UserTower(_Tower):
+    """Encode a user from their id and the bag of items they interacted with.
+
+    Input: a KeyedJaggedTensor with keys ``user_id`` (one index per user, if
+    ``config.use_user_id``) and ``user_history`` (item indices, any number per
+    user, mean-pooled; an empty bag pools to zeros). Output: (B, O) float32
+    embeddings of norm ``1 / temperature``, so that their inner product with
+    unit-norm item embeddings equals the training logit.
+    """
+
+    def __init__(self, config: TwoTowerConfig, device: torch.device | None = None) -> None:
+        tables = []
+        if config.use_user_id:
+            tables.append(_table("user_id", config.n_users, config.embedding_dim, [USER_ID], PoolingType.SUM))
+        if config.use_history:
+            tables.append(_table("user_history", config.n_items, config.embedding_dim, [USER_HISTORY], PoolingType.MEAN))
+        super().__init__(config, tables, device)
+        self.inverse_temperature = 1.0 / config.temperature
+
+    def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
+        return self.encode(features) * self.inverse_temperature
+
+
+class ItemTower(_Tower):
+    """Encode an item from its id and its genres.
+
+    Input: a KeyedJaggedTensor with keys ``item_id`` (one index per item, if
+    ``config.use_item_id``) and ``item_genres`` (genre indices, mean-pooled,
+    if ``config.n_genres > 0``). Output: (B, O) float32 unit-norm embeddings.
+    """
+
+    def __init__(self, config: TwoTowerConfig, device: torch.device | None = None) -> None:
+        tables = []
+        if config.use_item_id:
+            tables.append(_table("item_id", config.n_items, config.embedding_dim, [ITEM_ID], PoolingType.SUM))
+        if config.n_genres > 0:
+            tables.append(_table("item_genres", config.n_genres, config.embedding_dim, [ITEM_GENRES], PoolingType.MEAN))
+        super().__init__(config, tables, device)
+
+    def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
+        return self.encode(features)

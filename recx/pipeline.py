@@ -1,0 +1,285 @@
+"""The end-to-end job behind `recx train` and `recx evaluate`: load, split, train, index, score.
+
+A run is described by :class:`RunSettings` (what a TOML config file holds)
+and writes one folder::
+
+    RUN/
+      run.json        settings, library versions, data and split sizes, training history
+      metrics.json    {"model": {...}, "most_popular": {...}}, keyed like "ndcg@20"
+      model/          safetensors checkpoint and its JSON config
+      history/        interactions used as user history (train + validation), id maps, metadata
+      index/          FAISS item index with external item ids
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import recx
+from recx._io import read_json, write_json_atomic
+from recx.baselines import MostPopular
+from recx.data import Interactions, Split, load_dataset, split_interactions
+from recx.data.interactions import merge_interactions
+from recx.evaluation import evaluate
+from recx.training import TrainConfig, TwoTowerRecommender
+from recx.training.recommender import MODEL_OPTIONS
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+RUN_FORMAT_VERSION = 1
+
+#: Options of each dataset kind, as written in a config file's [data] table.
+DATA_OPTIONS: dict[str, tuple[str, ...]] = {
+    "movielens": ("min_rating", "binarize"),
+    "parquet": ("user_col", "item_col", "weight_col", "timestamp_col", "min_rating", "binarize", "duplicates"),
+    "csv": ("user_col", "item_col", "weight_col", "timestamp_col", "min_rating", "binarize", "duplicates", "sep", "encoding"),
+}
+SPLIT_OPTIONS: tuple[str, ...] = ("protocol", "test_fraction", "validation_fraction", "seed", "cut")
+
+
+@dataclass
+class RunSettings:
+    """Everything that defines a run; the tables of a TOML config file.
+
+    Attributes
+    ----------
+    data : dict
+        ``dataset`` (a name from :data:`recx.data.DATASETS`), ``path`` and
+        loader options (``min_rating``, ``binarize``; for files also
+        ``user_col``, ``item_col``, ``weight_col``, ``timestamp_col``,
+        ``sep``, ``duplicates``, ``encoding``).
+    split : dict
+        ``protocol`` ("temporal", "leave-one-out", "random", "time-cut"),
+        ``test_fraction``, ``validation_fraction`` (carved out of train for
+        early stopping; 0 disables it), ``seed`` and ``cut`` (time-cut only).
+    model : dict
+        Options of :class:`~recx.training.TwoTowerRecommender`.
+    training : dict
+        Fields of :class:`~recx.training.TrainConfig`.
+    k : list of int
+        Metric cut-offs.
+    """
+
+    data: dict[str, Any] = field(default_factory=lambda: {"dataset": "movielens-latest-small"})
+    split: dict[str, Any] = field(default_factory=lambda: {"protocol": "temporal", "test_fraction": 0.2, "validation_fraction": 0.1, "seed": 0})
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    k: list[int] = field(default_factory=lambda: [10, 20])
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first unknown or invalid setting."""
+        dataset = self.data.get("dataset", "movielens-latest-small")
+        allowed_data = {"dataset", "path", *DATA_OPTIONS.get(dataset, DATA_OPTIONS["movielens"])}
+        _reject_unknown(self.data, allowed_data, "data")
+        _reject_unknown(self.split, set(SPLIT_OPTIONS), "split")
+        _reject_unknown(self.model, set(MODEL_OPTIONS), "model")
+        _reject_unknown(self.training, {f.name for f in fields(TrainConfig)}, "training")
+        if not self.k or any(not isinstance(value, int) or isinstance(value, bool) or value <= 0 for value in self.k):
+            raise ValueError(f"k must be a list of positive integers, got {self.k!r}.")
+        # Building the objects checks every value with its own message.
+        self.training_config()
+        TwoTowerRecommender(**self.model)
+
+    def training_config(self) -> TrainConfig:
+        """Return the :class:`TrainConfig` these settings describe."""
+        return TrainConfig.from_dict(self.training)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any], *, source: str = "settings") -> RunSettings:
+        """Build settings from nested tables, rejecting unknown tables."""
+        tables = {f.name for f in fields(cls)}
+        unknown = sorted(set(payload) - tables)
+        if unknown:
+            raise ValueError(f"unknown table(s) {unknown} in {source}; valid tables are {sorted(tables)}.")
+        defaults = cls()
+        merged: dict[str, Any] = {}
+        for name in ("data", "split", "model", "training"):
+            table = payload.get(name, {})
+            if not isinstance(table, dict):
+                raise ValueError(f"[{name}] in {source} must be a table, got {type(table).__name__}.")
+            merged[name] = {**getattr(defaults, name), **table}
+        merged["k"] = list(payload.get("k", defaults.k))
+        return cls(**merged)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> RunSettings:
+        """Read settings from a TOML file with [data], [split], [model] and [training] tables and a top-level ``k``."""
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"config file not found: {file}.")
+        try:
+            payload = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"config file {file} is not valid UTF-8 TOML: {error}.") from error
+        return cls.from_dict(payload, source=str(file))
+
+
+def _reject_unknown(table: dict[str, Any], allowed: set[str], name: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ValueError(f"unknown [{name}] setting(s) {unknown}; valid settings are {sorted(allowed)}.")
+
+
+def load_data(settings: RunSettings) -> Interactions:
+    """Load the dataset the settings name."""
+    options = dict(settings.data)
+    name = options.pop("dataset", "movielens-latest-small")
+    path = options.pop("path", None)
+    if name in ("csv", "parquet") and "min_rating" in options:
+        # File readers call the rating threshold by its general name.
+        options["min_weight"] = options.pop("min_rating")
+    return load_dataset(name, path, **options)
+
+
+def make_split(settings: RunSettings, interactions: Interactions) -> Split:
+    """Split ``interactions`` as the settings say."""
+    options = dict(settings.split)
+    protocol = options.pop("protocol", "temporal")
+    seed = options.pop("seed", 0)
+    validation_fraction = options.pop("validation_fraction", 0.0)
+    params: dict[str, Any] = {}
+    if protocol in ("leave-one-out", "leave_one_out"):
+        params["validation"] = bool(validation_fraction)
+    else:
+        params["test_fraction"] = options.pop("test_fraction", 0.2)
+        params["validation_fraction"] = validation_fraction
+        if protocol == "random":
+            params["seed"] = seed
+        if protocol in ("time-cut", "time_cut") and options.get("cut") is not None:
+            params["cut"] = options["cut"]
+    return split_interactions(interactions, protocol, **params)
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_run` produced."""
+
+    recommender: TwoTowerRecommender
+    metrics: dict[str, dict[str, float]]
+    folder: Path
+
+
+def _check_output_folder(folder: Path) -> None:
+    """Refuse to write a run into a non-empty folder that is not a recx run."""
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"output {folder} exists and is not a folder. Choose another --output.")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / RUN_FILE).is_file():
+        raise FileExistsError(f"output folder {folder} is not empty and holds no recx run. Choose an empty or new folder for --output.")
+
+
+def train_run(settings: RunSettings, output: str | os.PathLike[str]) -> RunResult:
+    """Load data, split, train the two-tower model, score it against MostPopular and write the run folder."""
+    folder = Path(output)
+    _check_output_folder(folder)
+    started = time.perf_counter()
+
+    # Step 1: data and split. The split is deterministic given the settings,
+    # so `recx evaluate` can rebuild the same test set later.
+    interactions = load_data(settings)
+    split = make_split(settings, interactions)
+    history = split.train if split.validation is None else merge_interactions(split.train, split.validation)
+    logger.info("split %s: train %d, validation %d, test %d interactions", settings.split.get("protocol"), split.train.nnz, 0 if split.validation is None else split.validation.nnz, split.test.nnz)
+
+    # Step 2: train, with early stopping on the validation part when there is one.
+    training = settings.training_config()
+    recommender = TwoTowerRecommender(training=training, **settings.model)
+    recommender.fit(split.train, validation=split.validation)
+
+    # Step 3: score the model and the popularity baseline on the same test set,
+    # both with train + validation as the known history.
+    metrics = score_models(recommender, history, split.test, settings.k)
+
+    # Step 4: write the run folder; each file is replaced atomically.
+    recommender.save(folder)
+    write_json_atomic(folder / METRICS_FILE, metrics)
+    write_json_atomic(folder / RUN_FILE, _run_record(settings, interactions, split, recommender, time.perf_counter() - started))
+    return RunResult(recommender, metrics, folder)
+
+
+def score_models(recommender: TwoTowerRecommender, history: Interactions, test: Interactions, k: list[int]) -> dict[str, dict[str, float]]:
+    """Evaluate the model and a MostPopular baseline fitted on ``history``."""
+    popular = MostPopular().fit(history)
+    return {
+        "model": evaluate(recommender, history, test, k=k),
+        "most_popular": evaluate(popular, history, test, k=k),
+    }
+
+
+def _run_record(settings: RunSettings, interactions: Interactions, split: Split, recommender: TwoTowerRecommender, seconds: float) -> dict[str, Any]:
+    import faiss
+    import torch
+    import torchrec
+
+    return {
+        "format_version": RUN_FORMAT_VERSION,
+        "settings": settings.to_dict(),
+        "data": {"users": interactions.n_users, "items": interactions.n_items, "interactions": interactions.nnz},
+        "split": {
+            "train": split.train.nnz,
+            "validation": 0 if split.validation is None else split.validation.nnz,
+            "test": split.test.nnz,
+            "test_users": int(np.count_nonzero(split.test.user_counts())),
+        },
+        "training": None if recommender.history is None else recommender.history.to_dict(),
+        "seconds": round(seconds, 2),
+        "versions": {
+            "recx": recx.__version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "torch": torch.__version__,
+            "torchrec": getattr(torchrec, "__version__", "unknown"),
+            "faiss": faiss.__version__,
+        },
+    }
+
+
+def read_run(folder: str | os.PathLike[str]) -> tuple[RunSettings, dict[str, Any]]:
+    """Read a run folder's settings and record, raising clearly if it is not one."""
+    path = Path(folder)
+    if not (path / RUN_FILE).is_file():
+        raise FileNotFoundError(f"no recx run at {path}: {RUN_FILE} not found. Pass the --output folder of `recx train`.")
+    record = read_json(path / RUN_FILE, what="run record")
+    if record.get("format_version") != RUN_FORMAT_VERSION:
+        raise ValueError(f"unsupported run format version {record.get('format_version')!r} in {path / RUN_FILE}: this recx reads version {RUN_FORMAT_VERSION}.")
+    return RunSettings.from_dict(record["settings"], source=str(path / RUN_FILE)), record
+
+
+def evaluate_run(folder: str | os.PathLike[str], *, device: str = "cpu") -> dict[str, dict[str, float]]:
+    """Rebuild a run's split from its settings and score its saved model and MostPopular again."""
+    settings, _ = read_run(folder)
+    recommender = TwoTowerRecommender.load(folder, device=device)
+    interactions = load_data(settings)
+    split = make_split(settings, interactions)
+    history = split.train if split.validation is None else merge_interactions(split.train, split.validation)
+    saved = recommender.train
+    assert saved is not None
+    if saved.users != history.users or saved.items != history.items or (saved.matrix != history.matrix).nnz:
+        raise ValueError(f"the data no longer matches run {folder}: its split differs from the one the model was trained on. Check that the dataset files have not changed.")
+    return score_models(recommender, history, split.test, settings.k)
+
+
+def latest_run(root: str | os.PathLike[str] = "runs") -> Path:
+    """Return the most recently written run folder under ``root``."""
+    base = Path(root)
+    runs = [path.parent for path in base.glob(f"*/{RUN_FILE}")] if base.is_dir() else []
+    if not runs:
+        raise FileNotFoundError(f"no recx run found under {base}/. Train one with `recx train --output {base}/NAME` or pass --run.")
+    return max(runs, key=lambda path: (path / RUN_FILE).stat().st_mtime)
