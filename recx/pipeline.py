@@ -150,7 +150,7 @@ def load_data(settings: RunSettings) -> Interactions:
 
 
 def make_split(settings: RunSettings, interactions: Interactions) -> Split:
-    """Split ``interactions`` as the settings say."""
+    """Split ``interactions`` with the protocol and fractions of the settings."""
     options = dict(settings.split)
     protocol = options.pop("protocol", "temporal")
     seed = options.pop("seed", 0)
@@ -170,7 +170,7 @@ def make_split(settings: RunSettings, interactions: Interactions) -> Split:
 
 @dataclass
 class RunResult:
-    """What :func:`train_run` produced."""
+    """Outputs of :func:`train_run`: the fitted model, its metrics and the run folder."""
 
     recommender: TwoTowerRecommender
     metrics: dict[str, dict[str, float]]
@@ -281,5 +281,5 @@ def latest_run(root: str | os.PathLike[str] = "runs") -> Path:
     base = Path(root)
     runs = [path.parent for path in base.glob(f"*/{RUN_FILE}")] if base.is_dir() else []
     if not runs:
-        raise FileNotFoundError(f"no recx run found under {base}/. Train one with `recx train --output {base}/NAME` or pass --run.")
+        raise FileNotFoundError(f"no recx run found under {base}/. Train one with `recx train --output {base}/NAME`, or name the run folder explicitly.")
     return max(runs, key=lambda path: (path / RUN_FILE).stat().st_mtime)

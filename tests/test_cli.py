@@ -95,7 +95,7 @@ def test_recommend_unknown_user(run_folder: Path, capsys: pytest.CaptureFixture[
 
 
 def test_recommend_rejects_k_zero(run_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """k <= 0 exits with status 2 and says what to pass."""
+    """k <= 0 exits with status 2 and names the fix."""
     assert main(["recommend", "--run", str(run_folder), "--user", "user4", "-k", "0", "-q"]) == 2
     assert "k must be a positive integer, got 0. Pass -k 10 for ten items." in capsys.readouterr().err
 

@@ -35,7 +35,7 @@ def test_genre_vocabulary_sorted(tiny: Interactions) -> None:
 def test_user_features_leave_target_out(tiny: Interactions) -> None:
     """The target entry is removed from its own user's history bag, and only that entry."""
     builder = FeatureBuilder(_config(tiny), tiny)
-    # User "a" (index 0) holds CSR positions 0, 1, 2 (items 0, 1, 2); position 1 is the target.
+    # User "a" (index 0) has CSR positions 0, 1, 2 (items 0, 1, 2); position 1 is the target.
     features = builder.user_features(np.array([0, 0]), target_positions=np.array([1, 2]))
     bags = features[USER_HISTORY]
     assert bags.lengths().tolist() == [2, 2]

@@ -1,4 +1,4 @@
-"""Tests of training, checkpoints and the two-tower recommender on data with a known answer."""
+"""Tests of training, checkpoints and the two-tower recommender on data with a known ranking."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ USERS_PER_CLUSTER = 30
 def clustered() -> Interactions:
     """Users of cluster c interact only with items of cluster c (8 of its 12 items each).
 
-    The right answer is known: a user's unseen items of their own cluster
+    The expected ranking is known: a user's unseen items of their own cluster
     should rank above every item of the other clusters.
     """
     generator = np.random.default_rng(7)
@@ -58,7 +58,7 @@ def _same_cluster_share(model: TwoTowerRecommender, data: Interactions, k: int =
     [
         {"loss": "softmax"},
         {"loss": "softmax", "negatives": 16, "optimizer": "adagrad", "learning_rate": 0.05},
-        {"loss": "bpr", "optimizer": "sgd", "learning_rate": 0.5, "momentum": 0.9},
+        {"loss": "bpr", "optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.9},
         {"loss": "bce", "negatives": 2},
     ],
 )

@@ -76,7 +76,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--hidden-dims", type=_int_list, help="hidden layer widths of each tower, comma-separated (default 128; empty string for none)")
     model.add_argument("--output-dim", type=_positive_int, help="dimension of the user and item embeddings (default 64)")
     model.add_argument("--activation", choices=("relu", "gelu", "tanh", "sigmoid"), help="activation between MLP layers (default relu)")
-    model.add_argument("--temperature", type=float, help="softmax temperature (default 0.2)")
+    model.add_argument("--temperature", type=float, help="softmax temperature (default 0.1)")
     model.add_argument("--dropout", type=float, help="dropout after each hidden layer (default 0)")
 
     training = parser.add_argument_group("training")
@@ -86,6 +86,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     training.add_argument("--optimizer", choices=("adam", "adagrad", "sgd"), help="optimiser (default adam)")
     training.add_argument("--loss", choices=("softmax", "bpr", "bce"), help="training loss (default softmax with logQ correction)")
     training.add_argument("--negatives", type=int, help="uniformly sampled negatives (softmax: per batch, default 0; bpr/bce: per positive, default 4)")
+    training.add_argument("--max-history", type=_positive_int, help="about how many history items each training example samples (default 10)")
     training.add_argument("--patience", type=int, help="epochs without validation gain before stopping (default 3; 0 disables)")
     training.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default auto: CUDA when present)")
     training.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -132,6 +133,7 @@ def _settings_from_args(args: argparse.Namespace) -> Any:
             "optimizer": args.optimizer,
             "loss": args.loss,
             "negatives": args.negatives,
+            "max_history": args.max_history,
             "patience": args.patience,
             "device": args.device,
             "seed": args.seed,
@@ -159,7 +161,7 @@ def _run_train(args: argparse.Namespace) -> int:
     logger.info("training on %s%s, writing %s", dataset, f" ({settings.data['path']})" if settings.data.get("path") else " (embedded copy)" if dataset == "movielens-latest-small" else "", output)
     result = train_run(settings, output)
     print(format_metrics_table(result.metrics))
-    print(f"\nWrote {result.folder}/ (metrics.json, run.json, model/, index/, history/)")
+    print(f"\nWrote {result.folder}/ (metrics.json, run.json, recommender.json, model/, index/, history/)")
     return 0
 
 
@@ -216,7 +218,8 @@ def _run_recommend(args: argparse.Namespace) -> int:
         title = None if titles is None else str(titles[history.items.to_index([item_id])[0]])
         rows.append({"rank": rank, "item_id": item_id, "score": round(float(score), 4), "title": title})
     if args.json:
-        print(json.dumps({"user_id": args.user, "items": rows}, ensure_ascii=False, indent=2))
+        user_id = int(args.user) if history.users.kind == "int" else args.user
+        print(json.dumps({"user_id": user_id, "items": rows}, ensure_ascii=False, indent=2))
         return 0
     print(f"Top {len(rows)} items for user {args.user} ({folder}):")
     for row in rows:
@@ -255,32 +258,58 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    level = logging.INFO
+    if getattr(args, "verbose", False):
+        level = logging.DEBUG
+    elif getattr(args, "quiet", False):
+        level = logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    # TorchRec calls torch.fx.is_fx_tracing, which logs a deprecation notice
+    # meant for torch developers; it says nothing about the user's run.
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     package = logging.getLogger("recx")
     package.handlers[:] = [handler]
     package.setLevel(level)
     package.propagate = False
 
 
+# Library messages name Python arguments; on the command line the flag is the fix.
+_FLAG_HINTS: tuple[tuple[str, str], ...] = (
+    ("user_col=<name>", "--user-col NAME"),
+    ("item_col=<name>", "--item-col NAME"),
+    ("weight_col=<name>", "--weight-col NAME"),
+    ("timestamp_col=<name>", "--timestamp-col NAME"),
+    ("pass path=", "pass --data-path"),
+    ("timestamp_col=", "--timestamp-col "),
+    ("random_split", "--split random"),
+)
+
+
+def _as_command_line_message(message: str) -> str:
+    """Rewrite Python-argument hints in a library error as command-line flags."""
+    for python_hint, flag_hint in _FLAG_HINTS:
+        message = message.replace(python_hint, flag_hint)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `recx` command and return its exit status.
 
     Errors the user can fix (bad values, missing files, unknown ids) print
-    one line ``recx: error: ...`` and exit with status 2, without a traceback;
-    ``--verbose`` shows the traceback too.
+    one line ``recx COMMAND: error: ...`` and exit with status 2, without a
+    traceback. With ``--verbose`` the traceback is logged as well.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args)
     try:
         return int(args.handler(args))
-    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError) as error:
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError, FloatingPointError) as error:
         if getattr(args, "verbose", False):
             logger.exception("command failed")
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        print(f"recx {args.command}: error: {message}", file=sys.stderr)
+        print(f"recx {args.command}: error: {_as_command_line_message(message)}", file=sys.stderr)
         return 2
 
 

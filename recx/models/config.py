@@ -32,8 +32,9 @@ class TwoTowerConfig:
         Non-linearity between MLP layers.
     dropout : float, default=0.0
         Dropout rate after each hidden layer.
-    temperature : float, default=0.2
-        Training logits are ``cos(user, item) / temperature``. The user tower
+    temperature : float, default=0.1
+        Training logits are ``cos(user, item) / temperature``. On the MovieLens
+        benchmarks, 0.1 scored higher validation NDCG@20 than 0.05 and 0.2. The user tower
         folds ``1 / temperature`` into its output so that the inner product
         served by the index equals the training logit.
     use_user_id : bool, default=False
@@ -57,7 +58,7 @@ class TwoTowerConfig:
     output_dim: int = 64
     activation: str = "relu"
     dropout: float = 0.0
-    temperature: float = 0.2
+    temperature: float = 0.1
     use_user_id: bool = False
     use_history: bool = True
     use_item_id: bool = True

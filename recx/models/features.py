@@ -69,11 +69,11 @@ class FeatureBuilder:
         Which features the towers read.
     train : Interactions
         Training interactions; their matrix gives each user's history.
-    max_history : int or None, default=200
-        Largest bag used for one training example; None keeps all items.
+    max_history : int or None, default=10
+        About how many items a training bag keeps; None keeps all items.
     """
 
-    def __init__(self, config: TwoTowerConfig, train: Interactions, max_history: int | None = 200) -> None:
+    def __init__(self, config: TwoTowerConfig, train: Interactions, max_history: int | None = 10) -> None:
         if train.n_users != config.n_users or train.n_items != config.n_items:
             raise ValueError(
                 f"the model was built for {config.n_users} users x {config.n_items} items, "

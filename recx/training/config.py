@@ -37,8 +37,11 @@ class TrainConfig:
     negatives : int or None, default=None
         Uniformly sampled negatives: shared by the whole batch for softmax
         (default 0), per positive for BPR and BCE (default 4).
-    max_history : int or None, default=200
-        Largest history bag of one training example.
+    max_history : int or None, default=10
+        About how many history items one training example samples from the
+        user's bag (inference uses the whole bag). Small bags act as strong
+        input dropout: on the MovieLens benchmarks 10 scored higher validation
+        NDCG@20 than 20, 50 and 200.
     patience : int, default=3
         Epochs without a better validation metric before training stops;
         0 disables early stopping.
@@ -61,7 +64,7 @@ class TrainConfig:
     loss: str = "softmax"
     logq_correction: bool = True
     negatives: int | None = None
-    max_history: int | None = 200
+    max_history: int | None = 10
     patience: int = 3
     eval_k: int = 20
     seed: int = 0

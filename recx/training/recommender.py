@@ -61,7 +61,7 @@ class TwoTowerRecommender(Recommender):
         output_dim: int = 64,
         activation: str = "relu",
         dropout: float = 0.0,
-        temperature: float = 0.2,
+        temperature: float = 0.1,
         use_user_id: bool = False,
         use_history: bool = True,
         use_item_id: bool = True,
@@ -101,8 +101,8 @@ class TwoTowerRecommender(Recommender):
 
         Validation interactions are never trained on. Once training ends they
         join each user's history and the items excluded from recommendations,
-        because they are known by the time the model serves (so a test split
-        scored afterwards sees the same history a deployed model would).
+        because they are known by the time the model serves. A test split scored
+        afterwards then gets the same history a deployed model would.
 
         Returns ``self``.
         """

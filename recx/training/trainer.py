@@ -41,7 +41,7 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class EpochRecord:
-    """What one epoch did: mean loss, validation metric and wall time."""
+    """Mean loss, validation metric and wall time of one epoch."""
 
     epoch: int
     loss: float
@@ -72,8 +72,8 @@ class Trainer:
     """Fit a :class:`TwoTowerModel` on training interactions.
 
     Every stored (user, item) entry of the training matrix is one positive
-    example per epoch. The user side sees the user's history without the
-    target item; the loss contrasts the target with in-batch items (softmax)
+    example per epoch. The user tower reads the user's history without the
+    target item. The loss contrasts the target with in-batch items (softmax)
     or with uniformly sampled items (BPR, BCE).
 
     Parameters
