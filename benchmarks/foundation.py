@@ -162,12 +162,13 @@ rating counts as a positive. Both models are scored with full ranking over
 the whole catalogue, each user's train and validation items excluded (see
 [evaluation.md](evaluation.md)). Model settings are in `benchmarks/configs/`.
 
-The defaults behind those settings are temperature 0.1 and a 10-item
-history sample per training example. They come from a small sweep on
-ml-latest-small (temperature 0.05, 0.1 and 0.2; history samples of 5 to 200
-items), judged on validation NDCG@20 and checked on ml-100k. The test
-numbers of the sweep runs were also visible, so read the margin over
-MostPopular as slightly optimistic.
+The user tower reads two bags of the user's items: the whole history
+(sampled to about 10 items per training example) and the 5 latest items
+before the target. These settings and temperature 0.1 come from a small
+sweep on ml-latest-small and ml-100k (temperature 0.05, 0.1 and 0.2; history
+samples of 5 to 200 items; recent bags of 0, 3, 5, 10 and 20 items), judged
+on validation NDCG@20. The test numbers of the sweep runs were also
+visible, so read the margin over MostPopular as slightly optimistic.
 
 Command:
 

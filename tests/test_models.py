@@ -11,7 +11,7 @@ import torch
 
 from recx.data import Interactions
 from recx.models import FeatureBuilder, TwoTowerConfig, TwoTowerModel
-from recx.models.towers import ITEM_GENRES, ITEM_ID, USER_HISTORY, USER_ID
+from recx.models.towers import ITEM_GENRES, ITEM_ID, USER_HISTORY, USER_ID, USER_RECENT
 
 
 @pytest.fixture()
@@ -105,7 +105,7 @@ def test_towers_use_torchrec_tables(tiny: Interactions) -> None:
         ({"temperature": 0.0}, "temperature must be > 0, got 0.0. Values near 0.05 to 0.5 are usual."),
         ({"embedding_dim": 0}, "embedding_dim must be a positive integer, got 0."),
         ({"hidden_dims": [32, -1]}, "hidden_dims must be positive integers, got [32, -1]."),
-        ({"use_user_id": False, "use_history": False}, "the user tower has no input: set use_user_id or use_history (or both) to true."),
+        ({"use_user_id": False, "use_history": False}, "the user tower has no input: set use_user_id or use_history to true, or recent_items above 0."),
         ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0."),
     ],
 )
@@ -129,3 +129,30 @@ def test_feature_builder_rejects_other_data(tiny: Interactions) -> None:
     message = "the model was built for 5 users x 4 items, but the interactions have 3 x 4."
     with pytest.raises(ValueError, match=re.escape(message)):
         FeatureBuilder(config, tiny)
+
+
+def test_recent_bag_holds_items_before_target() -> None:
+    """The recent bag lists the latest items before the target in training, and the latest items at inference."""
+    # User "a" has items 10, 11, 12, 13 at times 4, 1, 3, 2: time order 11, 13, 12, 10.
+    frame = pd.DataFrame({"user": ["a"] * 4 + ["b"], "item": [10, 11, 12, 13, 11], "time": [4, 1, 3, 2, 9]})
+    data = Interactions.from_dataframe(frame, user_col="user", item_col="item", timestamp_col="time")
+    config = TwoTowerConfig(n_users=2, n_items=4, recent_items=2)
+    builder = FeatureBuilder(config, data)
+    # CSR positions of user "a" are items 0, 1, 2, 3 (ids 10 .. 13); position 0 (item 10) is the latest.
+    training = builder.user_features(np.array([0, 0, 0, 1]), target_positions=np.array([0, 1, 2, 4]))
+    recent = training[USER_RECENT]
+    # Target 10 (time 4): the two before are 12 (time 3) and 13 (time 2) in time order 13, 12.
+    # Target 11 (time 1): nothing before. Target 12 (time 3): 11 and 13. User "b"'s only item: nothing.
+    assert recent.lengths().tolist() == [2, 0, 2, 0]
+    assert recent.values().tolist() == [3, 2, 1, 3]
+    inference = builder.user_features(np.array([0, 1]))[USER_RECENT]
+    assert inference.lengths().tolist() == [2, 1]
+    assert inference.values().tolist() == [2, 0, 1]
+
+
+def test_recent_bag_needs_timestamps() -> None:
+    """recent_items without timestamps raises naming the fix."""
+    data = Interactions.from_dataframe(pd.DataFrame({"user_id": [1, 1, 2], "item_id": [1, 2, 1]}))
+    config = TwoTowerConfig(n_users=2, n_items=2, recent_items=3)
+    with pytest.raises(ValueError, match=re.escape("recent_items needs timestamps, but the training interactions have none.")):
+        FeatureBuilder(config, data)

@@ -64,7 +64,8 @@ def _same_cluster_share(model: TwoTowerRecommender, data: Interactions, k: int =
 )
 def test_model_learns_clusters(clustered: Interactions, options: dict[str, object]) -> None:
     """Every loss and optimiser learns that users want unseen items of their own cluster."""
-    model = TwoTowerRecommender(hidden_dims=[32], embedding_dim=16, output_dim=16, training=_quick(**options)).fit(clustered)
+    # The cluster signal lives in the whole history; the recent bag has its own known-answer tests.
+    model = TwoTowerRecommender(hidden_dims=[32], embedding_dim=16, output_dim=16, recent_items=0, training=_quick(**options)).fit(clustered)
     assert model.history is not None
     losses = [record.loss for record in model.history.epochs]
     assert losses[-1] < losses[0]
@@ -218,3 +219,13 @@ def test_checkpoint_missing_folder(tmp_path: Path) -> None:
     """A missing checkpoint folder raises FileNotFoundError naming it."""
     with pytest.raises(FileNotFoundError, match=re.escape(f"checkpoint not found: {tmp_path / 'nope'} is not a folder.")):
         load_model(tmp_path / "nope")
+
+
+def test_recent_items_default_follows_timestamps(clustered: Interactions) -> None:
+    """Unset recent_items means a 5-item recent bag with timestamps and none without."""
+    with_times = TwoTowerRecommender(training=_quick(epochs=1)).fit(clustered)
+    without_times = TwoTowerRecommender(training=_quick(epochs=1)).fit(clustered.with_entries(clustered.matrix, None))
+    assert with_times.model is not None
+    assert without_times.model is not None
+    assert with_times.model.config.recent_items == 5
+    assert without_times.model.config.recent_items == 0

@@ -43,6 +43,11 @@ class TwoTowerConfig:
         table adds a parameter row per user that sparse data cannot fit well.
     use_history : bool, default=True
         Give the user tower the mean-pooled bag of the user's training items.
+    recent_items : int, default=0
+        Give the user tower a second mean-pooled bag of the user's latest
+        ``recent_items`` items by timestamp (the items before the target
+        while training, the latest items at inference); 0 disables it.
+        Needs timestamps.
     use_item_id : bool, default=True
         Give the item tower a per-item id embedding.
     genre_names : list of str
@@ -61,6 +66,7 @@ class TwoTowerConfig:
     temperature: float = 0.1
     use_user_id: bool = False
     use_history: bool = True
+    recent_items: int = 0
     use_item_id: bool = True
     genre_names: list[str] = field(default_factory=list)
 
@@ -87,8 +93,10 @@ class TwoTowerConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
         if not self.temperature > 0.0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}. Values near 0.05 to 0.5 are usual.")
-        if not (self.use_user_id or self.use_history):
-            raise ValueError("the user tower has no input: set use_user_id or use_history (or both) to true.")
+        if not isinstance(self.recent_items, int) or self.recent_items < 0:
+            raise ValueError(f"recent_items must be a non-negative integer, got {self.recent_items!r}.")
+        if not (self.use_user_id or self.use_history or self.recent_items):
+            raise ValueError("the user tower has no input: set use_user_id or use_history to true, or recent_items above 0.")
         if not (self.use_item_id or self.n_genres > 0):
             raise ValueError("the item tower has no input: set use_item_id to true or provide item genres.")
         if self.genre_names and len(self.genre_names) != self.n_genres:

@@ -9,7 +9,7 @@ from torchrec import KeyedJaggedTensor
 
 from recx.data.interactions import Interactions
 from recx.models.config import TwoTowerConfig
-from recx.models.towers import ITEM_GENRES, ITEM_ID, USER_HISTORY, USER_ID
+from recx.models.towers import ITEM_GENRES, ITEM_ID, USER_HISTORY, USER_ID, USER_RECENT
 
 
 def genre_vocabulary(interactions: Interactions) -> list[str]:
@@ -85,9 +85,32 @@ class FeatureBuilder:
         self.max_history = max_history
         self.history_indptr = train.matrix.indptr.astype(np.int64)
         self.history_indices = train.matrix.indices.astype(np.int64)
+        if config.recent_items:
+            self._order_by_time(train)
         genres = genre_matrix(train, config.genre_names)
         self.genre_indptr = genres.indptr.astype(np.int64)
         self.genre_indices = genres.indices.astype(np.int64)
+
+    def _order_by_time(self, train: Interactions) -> None:
+        """Store each user's entries sorted by time, and each entry's rank in its user's order."""
+        if train.timestamps is None:
+            raise ValueError("recent_items needs timestamps, but the training interactions have none. Load them with a timestamp column or set recent_items to 0.")
+        rows = np.repeat(np.arange(train.n_users, dtype=np.int64), np.diff(self.history_indptr))
+        # Sorting by user first keeps user u's entries in indptr[u] .. indptr[u + 1].
+        self.time_order = np.lexsort((self.history_indices, train.timestamps, rows)).astype(np.int64)
+        self.time_rank = np.empty(len(rows), dtype=np.int64)
+        self.time_rank[self.time_order] = np.arange(len(rows)) - self.history_indptr[rows[self.time_order]]
+
+    def _recent_bags(self, users: np.ndarray, target_positions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Return the latest ``recent_items`` items of each user, before the target when one is given."""
+        limit = self.config.recent_items
+        first = self.history_indptr[users]
+        end = self.history_indptr[users + 1] if target_positions is None else first + self.time_rank[np.asarray(target_positions, dtype=np.int64)]
+        start = np.maximum(first, end - limit)
+        lengths = end - start
+        offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        positions = np.arange(int(lengths.sum()), dtype=np.int64) - offsets + np.repeat(start, lengths)
+        return self.history_indices[self.time_order[positions]], lengths
 
     @classmethod
     def vocabulary(cls, train: Interactions) -> list[str]:
@@ -135,6 +158,11 @@ class FeatureBuilder:
             keys.append(USER_HISTORY)
             values.append(items)
             lengths.append(bag_lengths)
+        if self.config.recent_items:
+            recent, recent_lengths = self._recent_bags(users, target_positions)
+            keys.append(USER_RECENT)
+            values.append(recent)
+            lengths.append(recent_lengths)
         return KeyedJaggedTensor.from_lengths_sync(
             keys=keys,
             values=torch.from_numpy(np.concatenate(values)),

@@ -16,6 +16,7 @@ from recx.models.config import TwoTowerConfig
 # Feature keys of the KeyedJaggedTensor inputs, in the order the towers read them.
 USER_ID = "user_id"
 USER_HISTORY = "user_history"
+USER_RECENT = "user_recent"
 ITEM_ID = "item_id"
 ITEM_GENRES = "item_genres"
 
@@ -84,6 +85,8 @@ class UserTower(_Tower):
             tables.append(_table("user_id", config.n_users, config.embedding_dim, [USER_ID], PoolingType.SUM))
         if config.use_history:
             tables.append(_table("user_history", config.n_items, config.embedding_dim, [USER_HISTORY], PoolingType.MEAN))
+        if config.recent_items:
+            tables.append(_table("user_recent", config.n_items, config.embedding_dim, [USER_RECENT], PoolingType.MEAN))
         super().__init__(config, tables, device)
         self.inverse_temperature = 1.0 / config.temperature
 

@@ -29,8 +29,13 @@ logger = logging.getLogger(__name__)
 #: Users or items embedded per forward pass at inference.
 INFERENCE_BATCH = 4096
 
+#: Latest items in the user tower's recent bag when the data has timestamps. On
+#: the MovieLens temporal splits, 3, 5, 10 and 20 gave validation NDCG@20
+#: within noise of each other and far above no recent bag.
+DEFAULT_RECENT_ITEMS = 5
+
 #: Model options that TwoTowerRecommender accepts; the data sets the rest of TwoTowerConfig.
-MODEL_OPTIONS: tuple[str, ...] = ("embedding_dim", "hidden_dims", "output_dim", "activation", "dropout", "temperature", "use_user_id", "use_history", "use_item_id", "use_genres")
+MODEL_OPTIONS: tuple[str, ...] = ("embedding_dim", "hidden_dims", "output_dim", "activation", "dropout", "temperature", "use_user_id", "use_history", "recent_items", "use_item_id", "use_genres")
 
 
 class TwoTowerRecommender(Recommender):
@@ -40,6 +45,11 @@ class TwoTowerRecommender(Recommender):
     ----------
     embedding_dim, hidden_dims, output_dim, activation, dropout, temperature, use_user_id, use_history, use_item_id
         Model shape; see :class:`~recx.models.TwoTowerConfig`.
+    recent_items : int or None, default=None
+        Size of the bag of the user's latest items (see
+        :class:`~recx.models.TwoTowerConfig`). None uses
+        :data:`DEFAULT_RECENT_ITEMS` when the training data has timestamps
+        and 0 otherwise.
     use_genres : bool, default=True
         Feed item genres to the item tower when the training data has them.
     training : TrainConfig or None
@@ -64,6 +74,7 @@ class TwoTowerRecommender(Recommender):
         temperature: float = 0.1,
         use_user_id: bool = False,
         use_history: bool = True,
+        recent_items: int | None = None,
         use_item_id: bool = True,
         use_genres: bool = True,
         training: TrainConfig | None = None,
@@ -77,20 +88,23 @@ class TwoTowerRecommender(Recommender):
             "temperature": temperature,
             "use_user_id": use_user_id,
             "use_history": use_history,
+            "recent_items": recent_items,
             "use_item_id": use_item_id,
             "use_genres": use_genres,
         }
         self.training = training or TrainConfig()
         # A throwaway config checks the options now rather than at fit time.
-        self._model_config(n_users=1, n_items=1, genre_names=[])
+        self._model_config(n_users=1, n_items=1, genre_names=[], has_timestamps=True)
         self.model: TwoTowerModel | None = None
         self.features: FeatureBuilder | None = None
         self.history: TrainingHistory | None = None
         self.train: Interactions | None = None
         self._index: ItemIndex | None = None
 
-    def _model_config(self, n_users: int, n_items: int, genre_names: list[str]) -> TwoTowerConfig:
+    def _model_config(self, n_users: int, n_items: int, genre_names: list[str], *, has_timestamps: bool) -> TwoTowerConfig:
         options = {key: value for key, value in self.options.items() if key != "use_genres"}
+        if options["recent_items"] is None:
+            options["recent_items"] = DEFAULT_RECENT_ITEMS if has_timestamps else 0
         genres = genre_names if self.options["use_genres"] else []
         return TwoTowerConfig(n_users=n_users, n_items=n_items, n_genres=len(genres), genre_names=list(genres), **options)
 
@@ -109,12 +123,20 @@ class TwoTowerRecommender(Recommender):
         options = self.training
         seed_everything(options.seed)
         device = resolve_device(options.device)
-        config = self._model_config(train.n_users, train.n_items, FeatureBuilder.vocabulary(train))
+        config = self._model_config(train.n_users, train.n_items, FeatureBuilder.vocabulary(train), has_timestamps=train.timestamps is not None)
         self.model = TwoTowerModel(config, device=device)
         self.features = FeatureBuilder(config, train, max_history=options.max_history)
         self.train = train
         self._index = None
-        logger.info("two-tower model: %d parameters on %s, %d users x %d items, %d genres", count_parameters(self.model), device, train.n_users, train.n_items, config.n_genres)
+        logger.info(
+            "two-tower model: %d parameters on %s, %d users x %d items, %d genres, recent bag of %d items",
+            count_parameters(self.model),
+            device,
+            train.n_users,
+            train.n_items,
+            config.n_genres,
+            config.recent_items,
+        )
 
         validate = None
         if validation is not None:
