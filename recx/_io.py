@@ -11,6 +11,20 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """Return the process umask (the permission bits new files lose)."""
+    # os.umask can only be read by setting it, so set it back at once.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; written files get the
+# permissions a plain open() would give them, so other users (a server
+# account, say) can read models and bundles as usual.
+_FILE_MODE = 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path that replaces ``path`` only if the block succeeds.
@@ -28,6 +42,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield temporary_path
         with open(temporary_path, "rb+") as stream:
             os.fsync(stream.fileno())
+        os.chmod(temporary_path, _FILE_MODE)
         os.replace(temporary_path, target)
     finally:
         if temporary_path.exists():

@@ -16,6 +16,7 @@ from recx.index import INDEX_FORMAT_VERSION, ItemIndex
 
 # Scores computed by FAISS (float32, blocked BLAS) and numpy (float64) differ in the last bits.
 SCORE_TOLERANCE = 1e-4
+L2_SCORE_TOLERANCE = 1e-3
 
 N_ITEMS, DIMENSION = 300, 16
 
@@ -45,7 +46,7 @@ def random_exclusion(rng: np.random.Generator, n_rows: int, n_items: int, max_co
     return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, columns)), shape=(n_rows, n_items))
 
 
-def assert_exact_top_k(indices: np.ndarray, scores: np.ndarray, true_scores: np.ndarray, k: int) -> None:
+def assert_exact_top_k(indices: np.ndarray, scores: np.ndarray, true_scores: np.ndarray, k: int, atol: float = SCORE_TOLERANCE) -> None:
     """Check one row against brute force, tolerating any choice among tied items.
 
     ``true_scores`` contains the brute-force score of every item, ``-inf`` for
@@ -58,8 +59,8 @@ def assert_exact_top_k(indices: np.ndarray, scores: np.ndarray, true_scores: np.
     valid = indices >= 0
     assert valid.sum() == min(k, available)
     assert np.all(valid[: valid.sum()])  # padding only at the end
-    np.testing.assert_allclose(scores[valid], expected, atol=SCORE_TOLERANCE)
-    np.testing.assert_allclose(true_scores[indices[valid]], scores[valid], atol=SCORE_TOLERANCE)
+    np.testing.assert_allclose(scores[valid], expected, atol=atol)
+    np.testing.assert_allclose(true_scores[indices[valid]], scores[valid], atol=atol)
     assert len(set(indices[valid].tolist())) == valid.sum()
     assert np.all(np.isneginf(scores[~valid]))
 
@@ -94,6 +95,36 @@ class TestExactSearch:
             assert_exact_top_k(indices[row], scores[row], brute[row], 15)
         assert np.all(np.abs(scores) <= 1.0 + 1e-5)
 
+    def test_l2_matches_brute_force(self, embeddings: np.ndarray, queries: np.ndarray) -> None:
+        """L2 search ranks by -|q - e|^2 and returns that negated squared distance as the score."""
+        l2 = ItemIndex(embeddings, IdMap(np.arange(N_ITEMS)), metric="l2")
+        indices, scores = l2.search_indices(queries, 15)
+        differences = queries.astype(np.float64)[:, None, :] - embeddings.astype(np.float64)[None, :, :]
+        brute = -(differences**2).sum(axis=2)
+        for row in range(len(queries)):
+            # Squared distances near 32 lose about 1e-5 relative precision in float32.
+            assert_exact_top_k(indices[row], scores[row], brute[row], 15, atol=L2_SCORE_TOLERANCE)
+        assert np.all(scores <= 0)
+
+    @pytest.mark.parametrize(
+        ("metric", "expected_indices", "expected_scores"),
+        [
+            # q = [1, 1] against [1, 0], [0, 2], [-1, 0], [3, 3]: q . e = 1, 2, -1, 6.
+            ("inner_product", [3, 1, 0, 2], [6.0, 2.0, 1.0, -1.0]),
+            # Unit vectors: cos = 1/sqrt(2), 1/sqrt(2), -1/sqrt(2), 1; the tie lists index 0 first.
+            ("cosine", [3, 0, 1, 2], [1.0, 0.5**0.5, 0.5**0.5, -(0.5**0.5)]),
+            # |q - e|^2 = 1, 2, 5, 8.
+            ("l2", [0, 1, 2, 3], [-1.0, -2.0, -5.0, -8.0]),
+        ],
+    )
+    def test_known_answer_per_metric(self, metric: str, expected_indices: list[int], expected_scores: list[float]) -> None:
+        """A hand-computed ranking for each metric."""
+        vectors = np.array([[1, 0], [0, 2], [-1, 0], [3, 3]], dtype=np.float32)
+        small = ItemIndex(vectors, IdMap(np.arange(4)), metric=metric)
+        indices, scores = small.search_indices(np.array([[1.0, 1.0]]), 4)
+        assert indices[0].tolist() == expected_indices
+        np.testing.assert_allclose(scores[0], expected_scores, atol=1e-6)
+
     def test_ties_listed_by_index(self) -> None:
         """Items with equal scores come in ascending index order."""
         # Items 0..5 score 1, 1, 2, 2, 2, 0 for the query [1, 0].
@@ -114,10 +145,10 @@ class TestExactSearch:
         for row in range(len(many_queries)):
             assert_exact_top_k(indices[row], scores[row], brute[row], 30)
 
-    def test_k_larger_than_catalogue(self, embeddings: np.ndarray, queries: np.ndarray) -> None:
-        """k beyond the catalogue returns every item once, nothing invalid."""
+    def test_k_equal_to_catalogue(self, embeddings: np.ndarray, queries: np.ndarray) -> None:
+        """k equal to the catalogue size returns every item once, nothing invalid."""
         small = ItemIndex(embeddings[:12], IdMap(np.arange(12)))
-        indices, scores = small.search_indices(queries, 50)
+        indices, scores = small.search_indices(queries, 12)
         assert indices.shape == (len(queries), 12)
         for row in indices:
             assert sorted(row.tolist()) == list(range(12))
@@ -139,7 +170,7 @@ class TestExactSearch:
         assert repr(index) == f"ItemIndex(kind='flat', metric='inner_product', n_items={N_ITEMS}, dimension={DIMENSION})"
 
     def test_concurrent_searches(self, index: ItemIndex, queries: np.ndarray) -> None:
-        """Searches from several threads give the same results as one thread."""
+        """Searches from 8 threads give exactly the results of one thread."""
         expected = index.search_indices(queries, 10)
         results: list[tuple[np.ndarray, np.ndarray]] = []
         lock = threading.Lock()
@@ -150,12 +181,12 @@ class TestExactSearch:
                 with lock:
                     results.append(found)
 
-        threads = [threading.Thread(target=worker) for _ in range(4)]
+        threads = [threading.Thread(target=worker) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert len(results) == 20
+        assert len(results) == 40
         for indices, scores in results:
             assert np.array_equal(indices, expected[0])
             assert np.array_equal(scores, expected[1])
@@ -339,9 +370,9 @@ class TestSaveLoad:
         """A manifest naming an unknown kind is rejected."""
         index.save(tmp_path)
         manifest = json.loads((tmp_path / "index.json").read_text())
-        manifest["kind"] = "hnsw"
+        manifest["kind"] = "annoy"
         (tmp_path / "index.json").write_text(json.dumps(manifest))
-        with pytest.raises(ValueError, match=re.escape("unknown item index kind 'hnsw'")):
+        with pytest.raises(ValueError, match=re.escape("unknown item index kind 'annoy'")):
             ItemIndex.load(tmp_path)
 
     def test_ids_from_another_save(self, index: ItemIndex, embeddings: np.ndarray, tmp_path: Path) -> None:
@@ -386,8 +417,8 @@ class TestInputErrors:
             ItemIndex(np.ones(4, dtype=np.float32), IdMap(np.arange(4)))
 
     def test_unknown_metric(self) -> None:
-        with pytest.raises(ValueError, match=re.escape("unknown metric 'l2': expected one of ['inner_product', 'cosine'].")):
-            ItemIndex(np.ones((2, 2), dtype=np.float32), IdMap([0, 1]), metric="l2")
+        with pytest.raises(ValueError, match=re.escape("unknown metric 'dot': expected one of ['inner_product', 'cosine', 'l2'].")):
+            ItemIndex(np.ones((2, 2), dtype=np.float32), IdMap([0, 1]), metric="dot")
 
     def test_zero_vector_with_cosine(self) -> None:
         vectors = np.ones((3, 2), dtype=np.float32)
@@ -418,8 +449,36 @@ class TestInputErrors:
 
     @pytest.mark.parametrize("k", [0, -3, 1.5, True])
     def test_invalid_k(self, index: ItemIndex, queries: np.ndarray, k: object) -> None:
-        with pytest.raises(ValueError, match=re.escape(f"k must be a positive integer, got {k!r}.")):
+        message = f"k must be a positive integer no larger than the catalogue size ({N_ITEMS} items), got {k!r}."
+        with pytest.raises(ValueError, match=re.escape(message)):
             index.search_indices(queries, k)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=re.escape(message)):
+            index.search(queries[0], k)  # type: ignore[arg-type]
+
+    def test_k_above_catalogue(self, index: ItemIndex, queries: np.ndarray) -> None:
+        """k beyond the catalogue raises instead of being clipped."""
+        message = f"k={N_ITEMS + 1} exceeds the catalogue size ({N_ITEMS} items). Pass k <= {N_ITEMS}; k={N_ITEMS} ranks every item."
+        with pytest.raises(ValueError, match=re.escape(message)):
+            index.search_indices(queries, N_ITEMS + 1)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            index.search(queries[0], N_ITEMS + 1)
+
+    def test_declared_metric_mismatch(self, index: ItemIndex, queries: np.ndarray) -> None:
+        """Queries declared for another metric than the index's are rejected."""
+        message = "queries are declared for metric 'cosine', but the index was built with metric 'inner_product'. Encode queries for 'inner_product', or build the index with metric='cosine'."
+        with pytest.raises(ValueError, match=re.escape(message)):
+            index.search_indices(queries, 5, metric="cosine")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            index.search(queries[0], 5, metric="cosine")
+
+    def test_declared_metric_match(self, index: ItemIndex, queries: np.ndarray) -> None:
+        """Declaring the index's own metric changes nothing."""
+        for expected, found in zip(index.search_indices(queries, 5), index.search_indices(queries, 5, metric="inner_product")):
+            assert np.array_equal(expected, found)
+
+    def test_declared_metric_unknown(self, index: ItemIndex, queries: np.ndarray) -> None:
+        with pytest.raises(ValueError, match=re.escape("unknown metric 'dot': expected one of ['inner_product', 'cosine', 'l2'].")):
+            index.search_indices(queries, 5, metric="dot")
 
     def test_exclude_shape(self, index: ItemIndex, queries: np.ndarray) -> None:
         with pytest.raises(ValueError, match=re.escape(f"exclude has shape (2, {N_ITEMS}), expected (3, {N_ITEMS}): one row per query, one column per indexed item.")):

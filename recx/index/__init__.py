@@ -1,5 +1,16 @@
-"""Item indexes: top-k search over item embeddings that returns external item ids."""
+"""Item indexes: top-k search over item embeddings that returns external item ids.
 
-from recx.index.item_index import INDEX_FORMAT_VERSION, INDEX_KINDS, INDEX_METRICS, ItemIndex
+:class:`ItemIndex` is the entry point. The rest of the package is split by
+concept: :mod:`recx.index.kinds` (index kinds, their parameters and the
+``auto`` choice), :mod:`recx.index.search` (exclusion and widening),
+:mod:`recx.index.backends` and :mod:`recx.index.gpu` (CPU, FAISS GPU and
+torch search), :mod:`recx.index.storage` (the on-disk layout) and
+:mod:`recx.index.checks` (argument checks).
+"""
 
-__all__ = ["INDEX_FORMAT_VERSION", "INDEX_KINDS", "INDEX_METRICS", "ItemIndex"]
+from recx.index.checks import INDEX_METRICS
+from recx.index.item_index import ItemIndex
+from recx.index.kinds import AUTO_EXACT_MAX_ITEMS, INDEX_KINDS
+from recx.index.storage import INDEX_FORMAT_VERSION
+
+__all__ = ["AUTO_EXACT_MAX_ITEMS", "INDEX_FORMAT_VERSION", "INDEX_KINDS", "INDEX_METRICS", "ItemIndex"]

@@ -24,6 +24,8 @@ import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from recx.serving.errors import BundleError
+
 #: Value of the manifest's "format" key, which marks a folder as a recx serving bundle.
 BUNDLE_FORMAT = "recx-serving-bundle"
 
@@ -40,6 +42,33 @@ USER_EMBEDDINGS_FILE = "user_embeddings.npy"
 USER_HISTORY_FILE = "user_history.npz"
 USER_TOWER_FILE = "user_tower.onnx"
 
+#: ONNX names of the user tower's inputs and output (see recx.serving.onnx_tower for their shapes).
+HISTORY_INPUT = "history"
+MASK_INPUT = "history_mask"
+RECENT_INPUT = "recent"
+RECENT_MASK_INPUT = "recent_mask"
+USER_INPUT = "user_index"
+EMBEDDING_OUTPUT = "user_embedding"
+
+#: ONNX inputs of each user tower feature the bundle supports: the index
+#: input and, for bags of items, the mask input (None for the one-id user
+#: feature). Keys are the TorchRec feature names of recx.models.towers.
+FEATURE_INPUTS: dict[str, tuple[str, str | None]] = {
+    "user_id": (USER_INPUT, None),
+    "user_history": (HISTORY_INPUT, MASK_INPUT),
+    "user_recent": (RECENT_INPUT, RECENT_MASK_INPUT),
+}
+
+#: Largest allowed difference between the ONNX and the TorchRec user tower at
+#: export, on unit-length embeddings. User embeddings have norm
+#: 1 / temperature, so the absolute tolerance is this value divided by the
+#: temperature. Differences measured on CPU are about 1e-7 (float32 sums in
+#: another order).
+ONNX_TOLERANCE = 1e-5
+
+#: Largest number of known users whose ONNX and TorchRec embeddings are compared at export.
+CHECK_USERS = 512
+
 #: Files every bundle contains, besides the manifest and the index folder.
 REQUIRED_FILES: tuple[str, ...] = (ITEM_IDS_FILE, USER_IDS_FILE, ITEM_EMBEDDINGS_FILE, USER_EMBEDDINGS_FILE, USER_HISTORY_FILE, USER_TOWER_FILE)
 
@@ -48,10 +77,6 @@ REQUIRED_KEYS: tuple[str, ...] = ("format", "format_version", "model", "metric",
 
 # Bytes hashed at a time, so that large embedding files are not read into memory at once.
 _HASH_CHUNK_BYTES = 1 << 20
-
-
-class BundleError(ValueError):
-    """A serving bundle is invalid: unknown format, unsafe paths, or files that do not match the manifest."""
 
 
 def sha256_file(path: Path) -> str:
@@ -112,10 +137,10 @@ def resolve_bundle_path(folder: Path, relative: Any) -> Path:
 def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a bundle's manifest and every file it lists, before any file is used.
 
-    The checks run in this order: the folder and manifest exist; the manifest
-    is a JSON object of a known format and version with the required keys;
-    every listed path stays inside the folder; the required files are
-    listed; and every listed file exists with the recorded size and SHA-256.
+    The checks run in this order. The folder and manifest exist. The manifest
+    is a JSON object of a known format and version, with the required keys.
+    Every listed path stays inside the folder, and the required files are
+    listed. Every listed file exists, with the recorded size and SHA-256.
 
     Returns
     -------
@@ -153,13 +178,19 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     missing_keys = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing_keys:
         raise BundleError(f"invalid bundle manifest {manifest_path}: missing keys {missing_keys}. Export the bundle again.")
+    for key in ("model", "user_tower", "files"):
+        if not isinstance(manifest[key], dict):
+            raise BundleError(f"invalid bundle manifest {manifest_path}: \"{key}\" must be a JSON object, got {type(manifest[key]).__name__}. Export the bundle again.")
     files = manifest["files"]
-    if not isinstance(files, dict):
-        raise BundleError(f"invalid bundle manifest {manifest_path}: \"files\" must be an object of path to sha256 and size, got {type(files).__name__}. Export the bundle again.")
+    # The ONNX file is named in two places, and only the "files" entry is checked below.
+    if manifest["user_tower"].get("file") != USER_TOWER_FILE:
+        raise BundleError(f"invalid bundle manifest {manifest_path}: user_tower.file is {manifest['user_tower'].get('file')!r}, expected {USER_TOWER_FILE!r}. Export the bundle again.")
 
     # Step 2: every path stays inside the bundle, checked for all entries before any file is opened.
     paths = {relative: resolve_bundle_path(root, relative) for relative in files}
     unlisted = [name for name in REQUIRED_FILES if name not in files]
+    if manifest.get("has_titles") and ITEM_TITLES_FILE not in files:
+        unlisted.append(ITEM_TITLES_FILE)
     if not any(relative.startswith(f"{INDEX_FOLDER}/") for relative in files):
         unlisted.append(f"{INDEX_FOLDER}/")
     if unlisted:
