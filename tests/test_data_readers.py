@@ -388,12 +388,12 @@ class TestDatasets:
 
     def test_descriptions_cover_names(self):
         """Every registered name has a one-line description."""
-        assert list(DATASETS) == ["movielens-latest-small", "movielens-100k", "movielens", "csv", "parquet"]
+        assert list(DATASETS) == ["movielens-latest-small", "movielens-100k", "movielens", "csv", "parquet", "amazon-beauty", "amazon-sports"]
         assert all(text and "\n" not in text for text in DATASETS.values())
 
     def test_unknown_name(self):
         """An unknown dataset name lists the known ones."""
-        expected = "unknown dataset 'ml-1m': expected one of ['movielens-latest-small', 'movielens-100k', 'movielens', 'csv', 'parquet']."
+        expected = "unknown dataset 'ml-1m': expected one of ['movielens-latest-small', 'movielens-100k', 'movielens', 'csv', 'parquet', 'amazon-beauty', 'amazon-sports']."
         with pytest.raises(ValueError, match=re.escape(expected)):
             load_dataset("ml-1m")
 
@@ -418,6 +418,7 @@ def test_public_api():
     expected = {
         "IdMap", "Interactions", "Split", "load_dataset", "load_movielens", "read_csv", "read_parquet", "read_interactions",
         "split_interactions", "temporal_split", "leave_one_out", "random_split", "time_cut_split", "DATASETS", "embedded_dataset_path",
+        "read_sequences",
     }  # fmt: skip
     assert set(recx.data.__all__) == expected
     assert all(hasattr(recx.data, name) for name in expected)

@@ -1,4 +1,4 @@
-"""The `recx` command line: train, evaluate, recommend, datasets, export, serve.
+"""The `recx` command line: train, evaluate, recommend, datasets, export, serve, bench.
 
 Each command turns arguments into library calls; the work itself lives in
 :mod:`recx.pipeline` and the modules it uses.
@@ -246,6 +246,7 @@ def _run_datasets(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the `recx` command."""
     from recx import __version__
+    from recx.cli.bench import add_bench_parser
     from recx.cli.serving import add_serving_parsers
 
     parser = argparse.ArgumentParser(prog="recx", description="Two-tower retrieval on implicit feedback: train, index, evaluate and recommend.")
@@ -256,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recommend_parser(commands)
     _add_datasets_parser(commands)
     add_serving_parsers(commands, _add_logging_options)
+    add_bench_parser(commands, _add_logging_options)
     return parser
 
 

@@ -5,6 +5,7 @@ from recx.data.idmap import IdMap
 from recx.data.interactions import Interactions
 from recx.data.movielens import load_movielens
 from recx.data.readers import read_csv, read_interactions, read_parquet
+from recx.data.sequences import read_sequences
 from recx.data.splits import Split, leave_one_out, random_split, split_interactions, temporal_split, time_cut_split
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "read_csv",
     "read_interactions",
     "read_parquet",
+    "read_sequences",
     "split_interactions",
     "temporal_split",
     "time_cut_split",

@@ -10,6 +10,7 @@ from typing import Any
 from recx.data.interactions import Interactions
 from recx.data.movielens import load_movielens
 from recx.data.readers import read_csv, read_parquet
+from recx.data.sequences import read_sequences
 
 # Dataset name to one-line description, for listing the names to users.
 DATASETS: dict[str, str] = {
@@ -18,6 +19,8 @@ DATASETS: dict[str, str] = {
     "movielens": "Any MovieLens release (100K, 1M, latest, 20M, 25M), detected from the files in the folder given as path=.",
     "csv": "A CSV or TSV interaction log at path=; options go to recx.data.read_csv.",
     "parquet": "A Parquet interaction log at path=; options go to recx.data.read_parquet.",
+    "amazon-beauty": "Amazon Beauty, 5-core, as preprocessed for S3-Rec (CIKM 2020): 198,502 interactions by 22,363 users of 12,101 items. Needs path= to Beauty.txt.",
+    "amazon-sports": "Amazon Sports and Outdoors, 5-core, as preprocessed for S3-Rec (CIKM 2020): 296,337 interactions by 35,598 users of 18,357 items. Needs path= to Sports_and_Outdoors.txt.",
 }
 
 # Path of the embedded copy inside the package, relative to this file.
@@ -54,7 +57,8 @@ def load_dataset(name: str = "movielens-latest-small", path: str | os.PathLike[s
         Passed to the loader: :func:`~recx.data.load_movielens` for the
         MovieLens names (``min_rating``, ``binarize``, ``include_unrated``),
         :func:`~recx.data.read_csv` or :func:`~recx.data.read_parquet` for
-        ``"csv"`` and ``"parquet"``.
+        ``"csv"`` and ``"parquet"``, :func:`~recx.data.read_sequences` for
+        the Amazon names.
 
     Returns
     -------
@@ -78,6 +82,8 @@ def load_dataset(name: str = "movielens-latest-small", path: str | os.PathLike[s
         "movielens": _load_any_movielens,
         "csv": _load_csv,
         "parquet": _load_parquet,
+        "amazon-beauty": _load_amazon_beauty,
+        "amazon-sports": _load_amazon_sports,
     }
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}: expected one of {list(DATASETS)}.")
@@ -112,3 +118,13 @@ def _load_csv(path: str | os.PathLike[str] | None, **options: Any) -> Interactio
 
 def _load_parquet(path: str | os.PathLike[str] | None, **options: Any) -> Interactions:
     return read_parquet(_require_path("parquet", path, "a Parquet file", "interactions.parquet"), **options)
+
+
+def _load_amazon_beauty(path: str | os.PathLike[str] | None, **options: Any) -> Interactions:
+    file = _require_path("amazon-beauty", path, "the S3-Rec sequence file Beauty.txt", "data/s3rec/Beauty.txt")
+    return read_sequences(file, **options)
+
+
+def _load_amazon_sports(path: str | os.PathLike[str] | None, **options: Any) -> Interactions:
+    file = _require_path("amazon-sports", path, "the S3-Rec sequence file Sports_and_Outdoors.txt", "data/s3rec/Sports_and_Outdoors.txt")
+    return read_sequences(file, **options)
