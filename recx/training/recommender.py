@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torchrec import KeyedJaggedTensor
 
 from recx._io import read_json, write_json_atomic
 from recx.data.interactions import Interactions, merge_interactions
@@ -193,13 +195,7 @@ class TwoTowerRecommender(Recommender):
         model = self._require_model()
         assert self.features is not None
         users = np.arange(model.config.n_users) if user_indices is None else np.asarray(user_indices, dtype=np.int64)
-        model.eval()
-        device = next(model.parameters()).device
-        chunks = [
-            model.user_tower(self.features.user_features(users[start : start + INFERENCE_BATCH]).to(device)).float().cpu().numpy()
-            for start in range(0, len(users), INFERENCE_BATCH)
-        ]
-        return np.concatenate(chunks) if chunks else np.empty((0, model.config.output_dim), dtype=np.float32)
+        return self._embed(model.user_tower, self.features.user_features, users)
 
     @torch.no_grad()
     def item_embeddings(self, item_indices: np.ndarray | None = None) -> np.ndarray:
@@ -207,11 +203,16 @@ class TwoTowerRecommender(Recommender):
         model = self._require_model()
         assert self.features is not None
         items = np.arange(model.config.n_items) if item_indices is None else np.asarray(item_indices, dtype=np.int64)
+        return self._embed(model.item_tower, self.features.item_features, items)
+
+    def _embed(self, tower: torch.nn.Module, build_features: Callable[[np.ndarray], KeyedJaggedTensor], indices: np.ndarray) -> np.ndarray:
+        """Run ``tower`` over ``indices`` in batches of INFERENCE_BATCH; return (n, output_dim) float32."""
+        model = self._require_model()
         model.eval()
         device = next(model.parameters()).device
         chunks = [
-            model.item_tower(self.features.item_features(items[start : start + INFERENCE_BATCH]).to(device)).float().cpu().numpy()
-            for start in range(0, len(items), INFERENCE_BATCH)
+            tower(build_features(indices[start : start + INFERENCE_BATCH]).to(device)).float().cpu().numpy()
+            for start in range(0, len(indices), INFERENCE_BATCH)
         ]
         return np.concatenate(chunks) if chunks else np.empty((0, model.config.output_dim), dtype=np.float32)
 
