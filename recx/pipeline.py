@@ -182,7 +182,7 @@ def _check_output_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"output {folder} exists and is not a folder. Choose another --output.")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / RUN_FILE).is_file():
-        raise FileExistsError(f"output folder {folder} is not empty and holds no recx run. Choose an empty or new folder for --output.")
+        raise FileExistsError(f"output folder {folder} is not empty and contains no recx run. Choose an empty or new folder for --output.")
 
 
 def train_run(settings: RunSettings, output: str | os.PathLike[str]) -> RunResult:

@@ -137,7 +137,7 @@ def test_train_refuses_foreign_output_folder(log_file: Path, tmp_path: Path, cap
     """An existing folder that is not a recx run is never overwritten."""
     (tmp_path / "keep.txt").write_text("user data")
     assert main(["train", "--dataset", "csv", "--data-path", str(log_file), "--output", str(tmp_path), "-q"]) == 2
-    assert "is not empty and holds no recx run" in capsys.readouterr().err
+    assert "is not empty and contains no recx run" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "user data"
 
 

@@ -14,19 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from recx.cli.arguments import positive_int
+
 logger = logging.getLogger("recx.cli")
 
 PROTOCOLS = ("temporal", "leave-one-out", "random", "time-cut")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from error
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _int_list(text: str) -> list[int]:
@@ -72,21 +64,21 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     split.add_argument("--seed", type=int, help="seed of the random split, model initialisation and sampling (default 0)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--embedding-dim", type=_positive_int, help="width of the embedding tables (default 64)")
+    model.add_argument("--embedding-dim", type=positive_int, help="width of the embedding tables (default 64)")
     model.add_argument("--hidden-dims", type=_int_list, help="hidden layer widths of each tower, comma-separated (default 128; empty string for none)")
-    model.add_argument("--output-dim", type=_positive_int, help="dimension of the user and item embeddings (default 64)")
+    model.add_argument("--output-dim", type=positive_int, help="dimension of the user and item embeddings (default 64)")
     model.add_argument("--activation", choices=("relu", "gelu", "tanh", "sigmoid"), help="activation between MLP layers (default relu)")
     model.add_argument("--temperature", type=float, help="softmax temperature (default 0.1)")
     model.add_argument("--dropout", type=float, help="dropout after each hidden layer (default 0)")
 
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=_positive_int, help="maximum number of epochs (default 20)")
-    training.add_argument("--batch-size", type=_positive_int, help="positive examples per step (default 1024)")
+    training.add_argument("--epochs", type=positive_int, help="maximum number of epochs (default 20)")
+    training.add_argument("--batch-size", type=positive_int, help="positive examples per step (default 1024)")
     training.add_argument("--learning-rate", type=float, help="optimiser learning rate (default 0.003)")
     training.add_argument("--optimizer", choices=("adam", "adagrad", "sgd"), help="optimiser (default adam)")
     training.add_argument("--loss", choices=("softmax", "bpr", "bce"), help="training loss (default softmax with logQ correction)")
     training.add_argument("--negatives", type=int, help="uniformly sampled negatives (softmax: per batch, default 0; bpr/bce: per positive, default 4)")
-    training.add_argument("--max-history", type=_positive_int, help="about how many history items each training example samples (default 10)")
+    training.add_argument("--max-history", type=positive_int, help="about how many history items each training example samples (default 10)")
     training.add_argument("--patience", type=int, help="epochs without validation gain before stopping (default 3; 0 disables)")
     training.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default auto: CUDA when present)")
     training.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -270,7 +262,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     # TorchRec calls torch.fx.is_fx_tracing, which logs a deprecation notice
-    # meant for torch developers; it says nothing about the user's run.
+    # meant for torch developers, not about the user's run.
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     package = logging.getLogger("recx")
     package.handlers[:] = [handler]

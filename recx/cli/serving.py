@@ -13,6 +13,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from recx.cli.arguments import positive_int
+
 logger = logging.getLogger("recx.cli")
 
 
@@ -23,16 +25,6 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}") from error
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from error
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
 
 
@@ -53,7 +45,7 @@ def add_serving_parsers(commands: argparse._SubParsersAction, add_logging_option
     export.add_argument("run", type=Path, help="run folder written by `recx train` (or TwoTowerRecommender.save)")
     export.add_argument("--output", type=Path, required=True, help="bundle folder to write; must be new, empty, or an older bundle, which is replaced")
     export.add_argument("--tolerance", type=float, default=ONNX_TOLERANCE, help=f"largest allowed ONNX vs TorchRec difference on unit-length user embeddings (default {ONNX_TOLERANCE:g})")
-    export.add_argument("--check-users", type=_positive_int, default=CHECK_USERS, help=f"number of users compared in that check (default {CHECK_USERS})")
+    export.add_argument("--check-users", type=positive_int, default=CHECK_USERS, help=f"number of users compared in that check (default {CHECK_USERS})")
     add_logging_options(export)
     export.set_defaults(handler=_run_export)
 
@@ -69,7 +61,7 @@ def add_serving_parsers(commands: argparse._SubParsersAction, add_logging_option
     serve.add_argument("--bundle", type=Path, required=True, help="bundle folder written by `recx export`")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
     serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000; 0 picks a free port, printed at start)")
-    serve.add_argument("--max-body-bytes", type=_positive_int, default=MAX_BODY_BYTES, help=f"largest accepted request body in bytes (default {MAX_BODY_BYTES})")
+    serve.add_argument("--max-body-bytes", type=positive_int, default=MAX_BODY_BYTES, help=f"largest accepted request body in bytes (default {MAX_BODY_BYTES})")
     add_logging_options(serve)
     serve.set_defaults(handler=_run_serve)
 

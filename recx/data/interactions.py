@@ -330,7 +330,7 @@ class Interactions:
         # Stored counts catch a folder whose files come from different saves.
         summary: dict[str, Any] = read_json(folder / "interactions.json", what="interactions summary")
         if summary.get("nnz") != matrix.nnz:
-            raise ValueError(f"interactions in {folder} are inconsistent: interactions.json says {summary.get('nnz')} entries, the matrix holds {matrix.nnz}. Save the interactions again.")
+            raise ValueError(f"interactions in {folder} are inconsistent: interactions.json says {summary.get('nnz')} entries, the matrix has {matrix.nnz}. Save the interactions again.")
         return cls(matrix, users, items, timestamps, metadata)
 
 
@@ -365,7 +365,7 @@ def _timestamps_to_seconds(column: pd.Series, name: str) -> np.ndarray:
     try:
         parsed = pd.to_datetime(column, utc=True)
     except (ValueError, TypeError) as error:
-        raise ValueError(f"timestamp column {name!r} holds neither numbers nor dates, for example {column.iloc[0]!r}.") from error
+        raise ValueError(f"timestamp column {name!r} contains neither numbers nor dates, for example {column.iloc[0]!r}.") from error
     return parsed.astype("datetime64[ns, UTC]").astype(np.int64).to_numpy() / 1e9
 
 

@@ -283,6 +283,6 @@ class TwoTowerRecommender(Recommender):
         if (folder / "index").is_dir():
             index = ItemIndex.load(folder / "index")
             if len(index) != history.n_items:
-                raise ValueError(f"the saved index holds {len(index)} items but the model has {history.n_items}. The folder mixes files from different runs.")
+                raise ValueError(f"the saved index has {len(index)} items but the model has {history.n_items}. The folder mixes files from different runs.")
             recommender._index = index
         return recommender
