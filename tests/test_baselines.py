@@ -8,6 +8,7 @@ in tests/test_bench.py.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 from recx.baselines import BPRMF, EASE, IALS, ItemKNN, MostPopular
+from recx.baselines._factors import FactorModel
 from recx.baselines.ease import gram_to_weights
 from recx.data import Interactions, temporal_split
 from recx.evaluation import evaluate
@@ -184,6 +186,37 @@ class TestFactorisation:
         second = BPRMF(factors=6, iterations=5, seed=3).fit(clustered)
         np.testing.assert_array_equal(first.model.item_factors, second.model.item_factors)
 
+    def test_bpr_scores_include_item_bias(self, clustered):
+        """BPRMF scores equal the factor products, whose last column pairs implicit's constant 1 with the item bias."""
+        model = BPRMF(factors=4, iterations=3, seed=1).fit(clustered)
+        users = np.array([0, 5, 7])
+        assert model.user_factors.shape == (clustered.n_users, 5)
+        np.testing.assert_array_equal(model.user_factors[:, -1], np.ones(clustered.n_users, dtype=np.float32))
+        expected = model.user_factors[users, :-1] @ model.item_factors[:, :-1].T + model.item_factors[:, -1]
+        np.testing.assert_allclose(model.score_users(users), expected, rtol=1e-5, atol=1e-6)
+
+    @pytest.mark.parametrize(("factory", "logger_name"), [(lambda: IALS(factors=4, iterations=2), "recx.baselines.ials"), (lambda: BPRMF(factors=4, iterations=2), "recx.baselines.bpr")])
+    def test_fit_logs_through_model_module(self, clustered, caplog, factory, logger_name):
+        """The shared fit logs the fitted model and the data size on the model module's logger."""
+        model = factory()
+        with caplog.at_level(logging.DEBUG, logger=logger_name):
+            model.fit(clustered)
+        records = [record for record in caplog.records if record.name == logger_name]
+        assert len(records) == 1
+        assert records[0].getMessage().startswith(f"fitted {model!r} on {clustered.n_users} users x {clustered.n_items} items in ")
+
+    def test_factor_models_share_fit_and_scoring(self):
+        """IALS and BPRMF take fit and score_users from FactorModel instead of defining their own."""
+        for model in (IALS, BPRMF):
+            assert issubclass(model, FactorModel)
+            assert "fit" not in vars(model)
+            assert "score_users" not in vars(model)
+
+    def test_factors_before_fit(self):
+        """Reading the factors of an unfitted model raises with the fix."""
+        with pytest.raises(RuntimeError, match=re.escape("BPRMF is not fitted: call fit(train) first.")):
+            BPRMF().user_factors
+
     def test_invalid_alpha(self):
         """alpha must be positive."""
         with pytest.raises(ValueError, match=re.escape("alpha must be a finite number > 0, got -1.0.")):
@@ -241,6 +274,69 @@ def test_unfitted_raises(name):
     model = FACTORIES[name]()
     with pytest.raises(RuntimeError, match=re.escape(f"{type(model).__name__} is not fitted: call fit(train) first.")):
         model.score_users(np.array([0]))
+
+
+# Every recommender, the FAISS-backed two-tower model included, treats k alike.
+ALL_RECOMMENDERS = {"MostPopular": MostPopular, **FACTORIES, "TwoTower": lambda: _two_tower()}
+
+
+def _two_tower() -> Recommender:
+    from recx.training import TrainConfig, TwoTowerRecommender
+
+    return TwoTowerRecommender(embedding_dim=8, hidden_dims=[], output_dim=8, training=TrainConfig(epochs=1, batch_size=64, show_progress=False, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def fitted_on_clusters(clustered):
+    """Every recommender fitted once on the train part of a temporal split of the clustered data."""
+    split = temporal_split(clustered, test_fraction=0.2)
+    return split, {name: factory().fit(split.train) for name, factory in ALL_RECOMMENDERS.items()}
+
+
+class TestCutoffContract:
+    @pytest.mark.parametrize("name", list(ALL_RECOMMENDERS))
+    @pytest.mark.parametrize("k", [0, -2])
+    def test_k_not_positive(self, fitted_on_clusters, name, k):
+        """k <= 0 raises the same message from recommend_indices and recommend."""
+        split, models = fitted_on_clusters
+        message = f"k must be a positive integer no larger than the catalogue size ({split.train.n_items} items), got {k}."
+        with pytest.raises(ValueError, match=re.escape(message)):
+            models[name].recommend_indices(np.array([0, 1]), k, exclude=split.train.matrix[[0, 1]])
+        with pytest.raises(ValueError, match=re.escape(message)):
+            models[name].recommend(split.train.users.ids[0], k)
+
+    @pytest.mark.parametrize("name", list(ALL_RECOMMENDERS))
+    def test_k_above_catalogue(self, fitted_on_clusters, name):
+        """k beyond the catalogue raises with the largest valid k instead of being clipped."""
+        split, models = fitted_on_clusters
+        n_items = split.train.n_items
+        message = f"k={n_items + 1} exceeds the catalogue size ({n_items} items). Pass k <= {n_items}; k={n_items} ranks every item."
+        with pytest.raises(ValueError, match=re.escape(message)):
+            models[name].recommend_indices(np.array([0, 1]), n_items + 1, exclude=split.train.matrix[[0, 1]])
+        with pytest.raises(ValueError, match=re.escape(message)):
+            models[name].recommend(split.train.users.ids[0], n_items + 1)
+
+    @pytest.mark.parametrize("name", list(ALL_RECOMMENDERS))
+    def test_k_equal_to_catalogue(self, fitted_on_clusters, name):
+        """k = n_items ranks every unseen item once and pads each row with -1 for the seen ones."""
+        split, models = fitted_on_clusters
+        users = np.array([0, 1, 2])
+        exclude = split.train.matrix[users]
+        indices, _ = models[name].recommend_indices(users, split.train.n_items, exclude=exclude)
+        assert indices.shape == (3, split.train.n_items)
+        for row, user in enumerate(users):
+            unseen = set(range(split.train.n_items)) - set(split.train.user_items(user).tolist())
+            assert set(indices[row][indices[row] >= 0].tolist()) == unseen
+            assert np.all(indices[row][len(unseen) :] == -1)
+
+    @pytest.mark.parametrize("name", list(ALL_RECOMMENDERS))
+    def test_evaluate_cutoff_above_catalogue(self, fitted_on_clusters, name):
+        """evaluate rejects a cut-off above the catalogue with one message for every model."""
+        split, models = fitted_on_clusters
+        n_items = split.train.n_items
+        message = f"cut-off k={n_items + 5} exceeds the catalogue size ({n_items} items), so no model can fill the list. Pass cut-offs <= {n_items}; k={n_items} ranks every item."
+        with pytest.raises(ValueError, match=re.escape(message)):
+            evaluate(models[name], split.train, split.test, k=(10, n_items + 5))
 
 
 def test_user_out_of_range(clustered):

@@ -15,7 +15,8 @@ from recx.baselines import MostPopular
 from recx.data.idmap import IdMap
 from recx.data.interactions import Interactions
 from recx.evaluation import evaluate, format_metrics_table
-from recx.recommender import Recommender
+from recx.evaluation.evaluate import SCORE_BUDGET_BYTES, default_batch_size
+from recx.recommender import Recommender, top_k_from_scores
 
 RATINGS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ml-latest-small" / "ratings.csv"
 
@@ -154,6 +155,35 @@ def test_score_table_matches_reference(split: tuple[Interactions, Interactions])
         assert results[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
+def test_tied_scores_match_stable_sort(split: tuple[Interactions, Interactions]) -> None:
+    """With scores drawn from five values, rankings break ties by lower item index, as a stable argsort does."""
+    train, test = split
+    scores = np.random.default_rng(5).integers(0, 5, size=(train.n_users, train.n_items)).astype(np.float32)
+    results = evaluate(ScoreTable(scores).fit(train), train, test, k=(10, 20))
+
+    rankings = {}
+    for user in range(test.n_users):
+        if len(test.user_items(user)):
+            row = scores[user].copy()
+            row[train.user_items(user)] = -np.inf
+            rankings[user] = np.argsort(-row, kind="stable")[:20]
+    expected = reference_metrics(rankings, test, (10, 20))
+    for key, value in expected.items():
+        assert results[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+
+
+def test_default_batch_size_gives_same_results(split: tuple[Interactions, Interactions]) -> None:
+    """The memory-sized default batch and batches of 7 users give the same numbers, up to summation order."""
+    train, test = split
+    scores = np.random.default_rng(8).random((train.n_users, train.n_items), dtype=np.float32)
+    model = ScoreTable(scores).fit(train)
+    default = evaluate(model, train, test, k=(10, 20))
+    small = evaluate(model, train, test, k=(10, 20), batch_size=7)
+    assert default.keys() == small.keys()
+    for key in default:
+        assert default[key] == pytest.approx(small[key], rel=1e-12), key
+
+
 def test_training_items_never_ranked(split: tuple[Interactions, Interactions]) -> None:
     """No ranked list handed to the metrics contains one of the user's training items."""
     train, test = split
@@ -286,8 +316,16 @@ class TestErrors:
     def test_invalid_batch_size(self, split: tuple[Interactions, Interactions]) -> None:
         """batch_size must be positive."""
         train, test = split
-        with pytest.raises(ValueError, match=re.escape("batch_size must be a positive integer, got 0.")):
+        with pytest.raises(ValueError, match=re.escape("batch_size must be a positive integer or None, got 0.")):
             evaluate(MostPopular().fit(train), train, test, batch_size=0)
+
+    def test_cutoff_above_catalogue(self, split: tuple[Interactions, Interactions]) -> None:
+        """A cut-off longer than the catalogue is rejected before any model is called."""
+        train, test = split
+        n = train.n_items
+        message = f"cut-off k={n + 1} exceeds the catalogue size ({n} items), so no model can fill the list. Pass cut-offs <= {n}; k={n} ranks every item."
+        with pytest.raises(ValueError, match=re.escape(message)):
+            evaluate(Recording(MostPopular().fit(train)), train, test, k=(10, n + 1))
 
     def test_users_out_of_range(self, split: tuple[Interactions, Interactions]) -> None:
         """User indices beyond the map are rejected."""
@@ -301,6 +339,119 @@ class TestErrors:
         empty = test.with_entries(sp.csr_matrix(test.matrix.shape, dtype=np.float32), None)
         with pytest.raises(ValueError, match=re.escape("no user to evaluate: none of the selected users has a non-zero test interaction.")):
             evaluate(MostPopular().fit(train), train, empty)
+
+
+class TestDefaultBatchSize:
+    def test_fits_budget(self) -> None:
+        """The default batch contains as many float32 score rows as fit in the budget."""
+        assert SCORE_BUDGET_BYTES == 64 * 2**20
+        assert default_batch_size(4096) == 4096
+        assert default_batch_size(18_357) == 913
+        assert 913 * 18_357 * 4 <= SCORE_BUDGET_BYTES < 914 * 18_357 * 4
+
+    def test_at_least_one_row(self) -> None:
+        """A catalogue larger than the budget still gets one user per batch."""
+        assert default_batch_size(10**9) == 1
+
+
+# ------------------------------------------------------------------ top-k selection
+
+
+def oracle_top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rank each row by (score descending, item index ascending) with a full sort, one row at a time."""
+    scores = scores.astype(np.float32)
+    indices = np.full((scores.shape[0], k), -1, dtype=np.int64)
+    values = np.full((scores.shape[0], k), -np.inf, dtype=np.float32)
+    for row in range(scores.shape[0]):
+        candidates = scores[row].copy()
+        if exclude is not None:
+            candidates[exclude.indices[exclude.indptr[row] : exclude.indptr[row + 1]]] = -np.inf
+        order = sorted(range(len(candidates)), key=lambda item: (-candidates[item], item))[:k]
+        kept = [item for item in order if candidates[item] != -np.inf]
+        indices[row, : len(kept)] = kept
+        values[row, : len(kept)] = candidates[kept]
+    return indices, values
+
+
+class TestTopKFromScores:
+    @pytest.mark.parametrize("seed", range(6))
+    def test_matches_sorting_oracle_with_ties(self, seed: int) -> None:
+        """On scores full of ties, infinities and exclusions, every k gives the full sort's first k."""
+        rng = np.random.default_rng(seed)
+        n_queries, n_items = 40, int(rng.integers(5, 60))
+        scores = rng.integers(0, 4, size=(n_queries, n_items)).astype(np.float32)
+        scores[rng.random(scores.shape) < 0.05] = np.inf
+        scores[rng.random(scores.shape) < 0.05] = -np.inf
+        exclude = sp.random(n_queries, n_items, density=0.3, format="csr", random_state=seed)
+        exclude.data[::4] = 0.0  # stored zeros exclude too
+        for k in sorted({1, 2, 3, n_items // 2 + 1, n_items - 1, n_items} - {0}):
+            indices, values = top_k_from_scores(scores.copy(), k, exclude)
+            expected_indices, expected_values = oracle_top_k(scores, k, exclude)
+            np.testing.assert_array_equal(indices, expected_indices, err_msg=f"k={k}")
+            np.testing.assert_array_equal(values, expected_values, err_msg=f"k={k}")
+            assert indices.dtype == np.int64
+            assert values.dtype == np.float32
+
+    def test_matches_oracle_on_continuous_scores(self) -> None:
+        """Float64 scores without exclusions: the same ranking, scores returned as float32."""
+        scores = np.random.default_rng(1).standard_normal((30, 200))
+        indices, values = top_k_from_scores(scores, 15)
+        expected_indices, expected_values = oracle_top_k(scores, 15, None)
+        np.testing.assert_array_equal(indices, expected_indices)
+        np.testing.assert_array_equal(values, expected_values)
+
+    def test_tie_across_the_cut_takes_lower_indices(self) -> None:
+        """Three items tie at the second-best score; the two lowest indices fill k=3."""
+        scores = np.array([[0.5, 0.9, 0.1, 0.5, 0.5]], dtype=np.float32)
+        indices, values = top_k_from_scores(scores, 3)
+        assert indices.tolist() == [[1, 0, 3]]
+        assert values.tolist() == [[np.float32(0.9), 0.5, 0.5]]
+
+    def test_fewer_items_left_than_k(self) -> None:
+        """Rows end with -1 and -inf once the unexcluded items run out."""
+        scores = np.array([[3.0, 2.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]], dtype=np.float32)
+        exclude = sp.csr_matrix(np.array([[1, 0, 1, 1], [0, 0, 0, 0]]))
+        indices, values = top_k_from_scores(scores, 3, exclude)
+        assert indices.tolist() == [[1, -1, -1], [0, 1, 2]]
+        assert values.tolist() == [[2.0, -np.inf, -np.inf], [1.0, 1.0, 1.0]]
+
+    def test_read_only_scores_are_not_modified(self) -> None:
+        """A read-only score matrix is copied before the excluded items are masked."""
+        scores = np.arange(12, dtype=np.float32).reshape(3, 4)
+        scores.flags.writeable = False
+        indices, _ = top_k_from_scores(scores, 2, sp.csr_matrix(np.eye(3, 4)))
+        assert indices.tolist() == [[3, 2], [3, 2], [3, 1]]
+        assert scores[0, 0] == 0.0
+
+    def test_nan_is_rejected(self) -> None:
+        """NaN has no rank, so a row containing it stops the selection."""
+        scores = np.zeros((3, 5), dtype=np.float32)
+        scores[2, 4] = np.nan
+        message = "scores contain NaN in 1 of 3 rows (first: row 2); NaN has no rank. Check the model for divergence or NaN inputs."
+        with pytest.raises(ValueError, match=re.escape(message)):
+            top_k_from_scores(scores, 2)
+
+    @pytest.mark.parametrize(
+        ("k", "message"),
+        [
+            (0, "k must be a positive integer no larger than the catalogue size (5 items), got 0."),
+            (6, "k=6 exceeds the catalogue size (5 items). Pass k <= 5; k=5 ranks every item."),
+        ],
+    )
+    def test_k_outside_catalogue(self, k: int, message: str) -> None:
+        """k is checked against the number of columns."""
+        with pytest.raises(ValueError, match=re.escape(message)):
+            top_k_from_scores(np.zeros((2, 5), dtype=np.float32), k)
+
+    def test_exclude_shape(self) -> None:
+        """exclude must have one row per query and one column per item."""
+        with pytest.raises(ValueError, match=re.escape("exclude has shape (2, 4), expected (2, 5) (one row per query, one column per item).")):
+            top_k_from_scores(np.zeros((2, 5), dtype=np.float32), 2, sp.csr_matrix((2, 4)))
+
+    def test_exclude_type(self) -> None:
+        """A dense exclusion mask is rejected with the expected type."""
+        with pytest.raises(TypeError, match=re.escape("exclude must be a scipy sparse matrix of shape (2, 5) or None, got ndarray.")):
+            top_k_from_scores(np.zeros((2, 5), dtype=np.float32), 2, np.zeros((2, 5)))  # type: ignore[arg-type]
 
 
 class TestFormatTable:

@@ -22,6 +22,7 @@ from recx.evaluation.metrics import (
     map_at_k,
     mrr_at_k,
     ndcg_at_k,
+    per_user_metrics,
     precision_at_k,
     recall_at_k,
     recommended_item_mask,
@@ -310,6 +311,35 @@ def test_vectorised_matches_oracle(k: int) -> None:
     # Coverage over all rows, padding excluded.
     covered = {int(item) for item in ranked[:, :k].ravel() if item >= 0}
     assert coverage_at_k(ranked, relevant, k) == pytest.approx(len(covered) / 30)
+
+
+class TestPerUserMetrics:
+    def test_equals_single_metric_functions(self) -> None:
+        """One call gives, for every name and cut-off, exactly the single-metric function's values."""
+        rng = np.random.default_rng(99)
+        ranked, sets = random_case(rng, n_users=150, n_items=40, k_max=15)
+        relevant = relevant_matrix(sets, 40)
+        cutoffs = [1, 5, 15, 20]
+        values = per_user_metrics(ranked, relevant, list(PER_USER_METRICS), cutoffs)
+        assert list(values) == [(name, k) for name in PER_USER_METRICS for k in cutoffs]
+        for (name, k), array in values.items():
+            np.testing.assert_array_equal(array, METRICS[name](ranked, relevant, k), err_msg=f"{name}@{k}")
+
+    def test_unknown_name(self) -> None:
+        """Coverage is not per user, so it is rejected with the valid names."""
+        message = "unknown per-user metric(s) ['coverage']: expected names from ['recall', 'precision', 'ndcg', 'map', 'mrr', 'hit_rate']."
+        with pytest.raises(ValueError, match=re.escape(message)):
+            per_user_metrics(np.array([[0]]), relevant_matrix([{0}], 2), ["ndcg", "coverage"], [1])
+
+    def test_no_cutoff(self) -> None:
+        """At least one cut-off is needed."""
+        with pytest.raises(ValueError, match=re.escape("cutoffs is empty: pass at least one cut-off, for example (10, 20).")):
+            per_user_metrics(np.array([[0]]), relevant_matrix([{0}], 2), ["ndcg"], [])
+
+    def test_checks_ranked_once_for_all(self) -> None:
+        """A repeated item is rejected as by the single-metric functions."""
+        with pytest.raises(ValueError, match=re.escape("ranked row 0 contains item 1 more than once.")):
+            per_user_metrics(np.array([[1, 1]]), relevant_matrix([{1}], 3), ["recall"], [2])
 
 
 def test_isin_rows_matches_python() -> None:

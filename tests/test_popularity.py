@@ -60,8 +60,8 @@ class TestKnownOrder:
         assert ids.tolist() == ["q", "r", "s", "p", "t"]
 
     def test_recommend_fewer_left_than_k(self, tiny: Interactions) -> None:
-        """Asking for more than the unseen items returns only the unseen ones."""
-        ids, scores = MostPopular().fit(tiny).recommend("bob", k=10)
+        """Asking for the whole catalogue returns only the unseen items."""
+        ids, scores = MostPopular().fit(tiny).recommend("bob", k=5)
         assert ids.tolist() == ["r", "p", "t"]
         assert scores.shape == (3,)
 
@@ -91,13 +91,13 @@ def test_matches_sorting_oracle() -> None:
     model = MostPopular().fit(train)
     counts = np.asarray((matrix != 0).sum(axis=0)).ravel()
     users = rng.choice(300, size=60, replace=False)
-    for k in (1, 5, 30, 80, 200):
+    for k in (1, 5, 30, 79, 80):
         indices, scores = model.recommend_indices(users, k, exclude=train.matrix[users])
-        assert indices.shape == (60, min(k, 80))
+        assert indices.shape == (60, k)
         for row, user in enumerate(users):
             seen = set(train.user_items(user).tolist())
             order = [item for item in np.lexsort((np.arange(80), -counts)) if item not in seen][:k]
-            padded = order + [-1] * (min(k, 80) - len(order))
+            padded = order + [-1] * (k - len(order))
             assert indices[row].tolist() == padded
             assert scores[row, : len(order)].tolist() == counts[order].astype(np.float32).tolist()
 
@@ -132,8 +132,22 @@ class TestErrors:
 
     @pytest.mark.parametrize("k", [0, -1, 2.0])
     def test_invalid_k(self, tiny: Interactions, k: object) -> None:
-        with pytest.raises(ValueError, match=re.escape(f"k must be a positive integer, got {k!r}.")):
-            MostPopular().fit(tiny).recommend_indices(np.array([0]), k)  # type: ignore[arg-type]
+        """k must be a positive integer, in recommend_indices and recommend alike."""
+        message = f"k must be a positive integer no larger than the catalogue size (5 items), got {k!r}."
+        model = MostPopular().fit(tiny)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model.recommend_indices(np.array([0]), k)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model.recommend("ann", k=k)  # type: ignore[arg-type]
+
+    def test_k_above_catalogue(self, tiny: Interactions) -> None:
+        """k beyond the catalogue raises instead of being clipped."""
+        message = "k=6 exceeds the catalogue size (5 items). Pass k <= 5; k=5 ranks every item."
+        model = MostPopular().fit(tiny)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model.recommend_indices(np.array([0]), 6)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model.recommend("ann", k=6)
 
     def test_exclude_shape(self, tiny: Interactions) -> None:
         with pytest.raises(ValueError, match=re.escape("exclude has shape (2, 5), expected (1, 5): one row per user, one column per item.")):

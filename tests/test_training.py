@@ -141,7 +141,7 @@ def test_recommend_uses_external_ids(clustered: Interactions) -> None:
     assert np.all(np.diff(scores) <= 1e-6)
     with pytest.raises(KeyError, match=re.escape("unknown user id(s) ['nobody']")):
         model.recommend("nobody", k=4)
-    with pytest.raises(ValueError, match=re.escape("k must be a positive integer, got 0.")):
+    with pytest.raises(ValueError, match=re.escape(f"k must be a positive integer no larger than the catalogue size ({clustered.n_items} items), got 0.")):
         model.recommend("u1-0", k=0)
 
 

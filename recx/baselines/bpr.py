@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import numpy as np
 
-from recx.baselines._common import binarize, check_non_negative, check_positive_int, check_seed, check_train, check_user_indices
+from recx.baselines._common import check_non_negative, check_positive_int, check_seed
+from recx.baselines._factors import FactorModel
 from recx.data.interactions import Interactions
-from recx.recommender import Recommender
 
+# FactorModel.fit logs through this logger, found by the module name.
 logger = logging.getLogger(__name__)
 
 __all__ = ["BPRMF"]
 
 
-class BPRMF(Recommender):
+class BPRMF(FactorModel):
     """Matrix factorisation trained with the pairwise BPR loss.
 
     Rendle, Freudenthaler, Gantner and Schmidt-Thieme ("BPR: Bayesian
@@ -59,6 +59,10 @@ class BPRMF(Recommender):
     ----------
     model : implicit.cpu.bpr.BayesianPersonalizedRanking or None
         The fitted implicit model.
+    user_factors : np.ndarray of shape (n_users, factors + 1), float32
+        The last column is implicit's constant 1.
+    item_factors : np.ndarray of shape (n_items, factors + 1), float32
+        The last column is the item bias.
     """
 
     def __init__(
@@ -88,12 +92,10 @@ class BPRMF(Recommender):
             f"iterations={self.iterations}, seed={self.seed})"
         )
 
-    def fit(self, train: Interactions) -> BPRMF:
-        """Train the factors on the binarised training matrix and return ``self``."""
+    def _new_model(self) -> Any:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        train = check_train(train)
-        model = BayesianPersonalizedRanking(
+        return BayesianPersonalizedRanking(
             factors=self.factors,
             learning_rate=self.learning_rate,
             regularization=self.regularization,
@@ -102,15 +104,3 @@ class BPRMF(Recommender):
             num_threads=self.num_threads,
             random_state=self.seed,
         )
-        started = time.perf_counter()
-        model.fit(binarize(train.matrix), show_progress=self.show_progress)
-        self.model = model
-        self.train = train
-        logger.debug("fitted %r on %d users x %d items in %.1f s", self, train.n_users, train.n_items, time.perf_counter() - started)
-        return self
-
-    def score_users(self, user_indices: np.ndarray) -> np.ndarray:
-        """Return ``user_factors[users] @ item_factors.T``, shape (n, n_items), float32."""
-        train = self._require_fitted()
-        users = check_user_indices(user_indices, train.n_users)
-        return np.asarray(self.model.user_factors[users] @ self.model.item_factors.T, dtype=np.float32)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from typing import Any
+from typing import Any, ContextManager
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from recx.baselines._common import binarize, check_non_negative, check_positive_int, check_seed, check_train, check_user_indices
+from recx.baselines._common import check_non_negative, check_positive_int, check_seed
+from recx.baselines._factors import FactorModel
 from recx.data.interactions import Interactions
-from recx.recommender import Recommender
 
+# FactorModel.fit logs through this logger, found by the module name.
 logger = logging.getLogger(__name__)
 
 __all__ = ["IALS", "default_threads"]
@@ -24,7 +24,7 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-class IALS(Recommender):
+class IALS(FactorModel):
     """Matrix factorisation for implicit feedback, fitted by alternating least squares.
 
     Hu, Koren and Volinsky ("Collaborative Filtering for Implicit Feedback
@@ -98,44 +98,20 @@ class IALS(Recommender):
     def __repr__(self) -> str:
         return f"IALS(factors={self.factors}, regularization={self.regularization:g}, alpha={self.alpha:g}, iterations={self.iterations}, seed={self.seed})"
 
-    @property
-    def user_factors(self) -> np.ndarray:
-        """User factors, shape (n_users, factors), float32."""
-        self._require_fitted()
-        return self.model.user_factors
-
-    @property
-    def item_factors(self) -> np.ndarray:
-        """Item factors, shape (n_items, factors), float32."""
-        self._require_fitted()
-        return self.model.item_factors
-
-    def fit(self, train: Interactions) -> IALS:
-        """Factorise the binarised training matrix and return ``self``."""
+    def _new_model(self) -> Any:
         from implicit.cpu.als import AlternatingLeastSquares
 
-        train = check_train(train)
-        started = time.perf_counter()
+        return AlternatingLeastSquares(
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.iterations,
+            dtype=np.float32,
+            num_threads=self.num_threads,
+            random_state=self.seed,
+        )
+
+    def _fit_context(self) -> ContextManager[Any]:
         # implicit checks the BLAS thread count in the constructor and warns
         # unless it is 1, so the limit covers construction and fit.
-        with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                alpha=self.alpha,
-                iterations=self.iterations,
-                dtype=np.float32,
-                num_threads=self.num_threads,
-                random_state=self.seed,
-            )
-            model.fit(binarize(train.matrix), show_progress=self.show_progress)
-        self.model = model
-        self.train = train
-        logger.debug("fitted %r on %d users x %d items in %.1f s", self, train.n_users, train.n_items, time.perf_counter() - started)
-        return self
-
-    def score_users(self, user_indices: np.ndarray) -> np.ndarray:
-        """Return ``user_factors[users] @ item_factors.T``, shape (n, n_items), float32."""
-        train = self._require_fitted()
-        users = check_user_indices(user_indices, train.n_users)
-        return np.asarray(self.model.user_factors[users] @ self.model.item_factors.T, dtype=np.float32)
+        return threadpool_limits(1, "blas")

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recx.baselines._common import check_user_indices
 from recx.data.interactions import Interactions
 from recx.evaluation.metrics import isin_rows
-from recx.recommender import Recommender
+from recx.recommender import Recommender, check_k
 
 logger = logging.getLogger(__name__)
 
@@ -85,24 +86,27 @@ class MostPopular(Recommender):
         ----------
         user_indices : np.ndarray of shape (n,), integer
         k : int
-            Number of items per user, >= 1.
+            Number of items per user, ``1 <= k <= n_items``.
         exclude : scipy.sparse matrix of shape (n, n_items) or None
             Stored entries of row ``u`` are items user ``u`` must not get.
 
         Returns
         -------
-        indices : np.ndarray of shape (n, min(k, n_items)), int64
+        indices : np.ndarray of shape (n, k), int64
             Item indices, best first; -1 pads a row only when fewer than
             ``k`` items remain after exclusion.
         scores : np.ndarray of the same shape, float32
             Item counts; ``-inf`` where the index is -1.
+
+        Raises
+        ------
+        ValueError
+            If ``k`` is outside ``1 .. n_items`` (see :func:`~recx.recommender.check_k`).
         """
         users = self._check_users(user_indices)
         ranking, counts = self._fitted_arrays()
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}.")
         n_users, n_items = len(users), len(ranking)
-        k_returned = min(int(k), n_items)
+        k_returned = check_k(k, n_items)
         blocked = None if exclude is None else _check_exclude(exclude, n_users, n_items)
 
         # A user can lose at most their excluded count from the head of the ranking,
@@ -129,15 +133,7 @@ class MostPopular(Recommender):
         return self.ranking, self.item_counts
 
     def _check_users(self, user_indices: Any) -> np.ndarray:
-        train = self._require_fitted()
-        users = np.asarray(user_indices)
-        if users.ndim != 1 or (users.size and users.dtype.kind not in "iu"):
-            raise ValueError(f"user_indices must be a 1-D array of integers, got shape {users.shape} and dtype {users.dtype}.")
-        users = users.astype(np.int64, copy=False)
-        if users.size and (users.min() < 0 or users.max() >= train.n_users):
-            bad = users[(users < 0) | (users >= train.n_users)][:3].tolist()
-            raise IndexError(f"user indices {bad} are out of range for {train.n_users} training users. Map external ids with train.users.to_index(ids).")
-        return users
+        return check_user_indices(user_indices, self._require_fitted().n_users)
 
 
 def _check_exclude(exclude: Any, n_users: int, n_items: int) -> sp.csr_matrix:

@@ -16,6 +16,7 @@ from recx.evaluation.metrics import (
     map_at_k,
     mrr_at_k,
     ndcg_at_k,
+    per_user_metrics,
     precision_at_k,
     recall_at_k,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "map_at_k",
     "mrr_at_k",
     "ndcg_at_k",
+    "per_user_metrics",
     "precision_at_k",
     "recall_at_k",
 ]

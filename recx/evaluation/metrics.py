@@ -27,7 +27,7 @@ accuracy and returns one float over all rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ __all__ = [
     "map_at_k",
     "mrr_at_k",
     "ndcg_at_k",
+    "per_user_metrics",
     "precision_at_k",
     "recall_at_k",
     "recommended_item_mask",
@@ -147,6 +148,16 @@ def _check_ranked(ranked: Any, n_items: int) -> np.ndarray:
     return array
 
 
+def _relevance_pattern(relevant: Any) -> sp.csr_matrix:
+    """Return the non-zero pattern of ``relevant`` as an int8 CSR matrix, explicit zeros dropped."""
+    if not sp.issparse(relevant):
+        raise TypeError(f"relevant must be a scipy sparse matrix of shape (n_users, n_items), got {type(relevant).__name__}.")
+    pattern = sp.csr_matrix(relevant, copy=True)
+    pattern.data = (pattern.data != 0).astype(np.int8)
+    pattern.eliminate_zeros()
+    return pattern
+
+
 def _hits(ranked: Any, relevant: Any, k: Any) -> tuple[np.ndarray, np.ndarray, int]:
     """Validate the inputs and return the hit matrix, the relevant counts and ``k``.
 
@@ -159,11 +170,7 @@ def _hits(ranked: Any, relevant: Any, k: Any) -> tuple[np.ndarray, np.ndarray, i
     k : int
     """
     k = _check_k(k)
-    if not sp.issparse(relevant):
-        raise TypeError(f"relevant must be a scipy sparse matrix of shape (n_users, n_items), got {type(relevant).__name__}.")
-    pattern = sp.csr_matrix(relevant, copy=True)
-    pattern.data = (pattern.data != 0).astype(np.int8)
-    pattern.eliminate_zeros()
+    pattern = _relevance_pattern(relevant)
     ranked = _check_ranked(ranked, pattern.shape[1])
     if ranked.shape[0] != pattern.shape[0]:
         raise ValueError(f"ranked has {ranked.shape[0]} rows but relevant has {pattern.shape[0]}; both need one row per user, in the same order.")
@@ -200,7 +207,10 @@ def recall_at_k(ranked: np.ndarray, relevant: sp.spmatrix | sp.sparray, k: int) 
     np.ndarray of shape (n_users,), float64
         In [0, 1]; NaN where ``|R_u| = 0``.
     """
-    hits, n_relevant, _ = _hits(ranked, relevant, k)
+    return _recall_from_hits(*_hits(ranked, relevant, k))
+
+
+def _recall_from_hits(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         values = hits.sum(axis=1) / n_relevant
     return _undefined_where_empty(values, n_relevant)
@@ -219,7 +229,10 @@ def precision_at_k(ranked: np.ndarray, relevant: sp.spmatrix | sp.sparray, k: in
     np.ndarray of shape (n_users,), float64
         In [0, 1]; NaN where ``|R_u| = 0``.
     """
-    hits, n_relevant, k = _hits(ranked, relevant, k)
+    return _precision_from_hits(*_hits(ranked, relevant, k))
+
+
+def _precision_from_hits(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     return _undefined_where_empty(hits.sum(axis=1) / k, n_relevant)
 
 
@@ -233,7 +246,10 @@ def hit_rate_at_k(ranked: np.ndarray, relevant: sp.spmatrix | sp.sparray, k: int
     np.ndarray of shape (n_users,), float64
         0 or 1; NaN where ``|R_u| = 0``.
     """
-    hits, n_relevant, _ = _hits(ranked, relevant, k)
+    return _hit_rate_from_hits(*_hits(ranked, relevant, k))
+
+
+def _hit_rate_from_hits(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     return _undefined_where_empty(hits.any(axis=1), n_relevant)
 
 
@@ -254,7 +270,10 @@ def ndcg_at_k(ranked: np.ndarray, relevant: sp.spmatrix | sp.sparray, k: int) ->
     np.ndarray of shape (n_users,), float64
         In [0, 1]; NaN where ``|R_u| = 0``.
     """
-    hits, n_relevant, k = _hits(ranked, relevant, k)
+    return _ndcg_from_hits(*_hits(ranked, relevant, k))
+
+
+def _ndcg_from_hits(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     dcg = hits @ _discounts(hits.shape[1])
 
     # ideal[m] is the IDCG of a user with min(k, |R_u|) = m; |R_u| <= n_items bounds m.
@@ -279,7 +298,10 @@ def map_at_k(ranked: np.ndarray, relevant: sp.spmatrix | sp.sparray, k: int) -> 
     np.ndarray of shape (n_users,), float64
         In [0, 1]; NaN where ``|R_u| = 0``.
     """
-    hits, n_relevant, k = _hits(ranked, relevant, k)
+    return _map_from_hits(*_hits(ranked, relevant, k))
+
+
+def _map_from_hits(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     positions = np.arange(1, hits.shape[1] + 1, dtype=np.float64)
     precision_at_position = np.cumsum(hits, axis=1) / positions
     summed = (precision_at_position * hits).sum(axis=1)
@@ -300,12 +322,51 @@ def mrr_at_k(ranked: np.ndarray, relevant: sp.spmatrix | sp.sparray, k: int) -> 
     np.ndarray of shape (n_users,), float64
         In [0, 1]; NaN where ``|R_u| = 0``.
     """
-    hits, n_relevant, _ = _hits(ranked, relevant, k)
+    return _mrr_from_hits(*_hits(ranked, relevant, k))
+
+
+def _mrr_from_hits(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     values = np.zeros(hits.shape[0], dtype=np.float64)
     has_hit = hits.any(axis=1)
     # argmax returns the first True position, 0-based.
     values[has_hit] = 1.0 / (np.argmax(hits[has_hit], axis=1) + 1)
     return _undefined_where_empty(values, n_relevant)
+
+
+# ------------------------------------------------------------------ several metrics at once
+
+
+def per_user_metrics(ranked: np.ndarray, relevant: sp.spmatrix | sp.sparray, names: Sequence[str], cutoffs: Sequence[int]) -> dict[tuple[str, int], np.ndarray]:
+    """Compute several per-user metrics at several cut-offs from one hit matrix.
+
+    The values equal those of the single-metric functions (``METRICS[name](ranked,
+    relevant, k)``), but the inputs are checked and the hits found once for
+    the largest cut-off, instead of once per metric and cut-off. This is
+    what :func:`~recx.evaluation.evaluate` calls for every batch of users.
+
+    Parameters
+    ----------
+    ranked : np.ndarray of shape (n_users, k_max), integer
+    relevant : scipy.sparse matrix of shape (n_users, n_items)
+    names : sequence of str
+        Names from :data:`PER_USER_METRICS`.
+    cutoffs : sequence of int
+        Cut-offs, each >= 1.
+
+    Returns
+    -------
+    dict of (str, int) to np.ndarray of shape (n_users,), float64
+        One entry per ``(name, cutoff)``, in the order of ``names`` then
+        ``cutoffs``; NaN where ``|R_u| = 0``.
+    """
+    unknown = [name for name in names if name not in _FROM_HITS]
+    if unknown:
+        raise ValueError(f"unknown per-user metric(s) {unknown}: expected names from {list(PER_USER_METRICS)}.")
+    ks = [_check_k(cutoff) for cutoff in cutoffs]
+    if not ks:
+        raise ValueError("cutoffs is empty: pass at least one cut-off, for example (10, 20).")
+    hits, n_relevant, _ = _hits(ranked, relevant, max(ks))
+    return {(name, k): _FROM_HITS[name](hits[:, :k], n_relevant, k) for name in names for k in ks}
 
 
 # ------------------------------------------------------------------ catalogue metrics
@@ -343,6 +404,16 @@ METRICS: dict[str, Callable[..., Any]] = {
     "mrr": mrr_at_k,
     "hit_rate": hit_rate_at_k,
     "coverage": coverage_at_k,
+}
+
+#: The per-user metrics as functions of ``(hits, n_relevant, k)``, for :func:`per_user_metrics`.
+_FROM_HITS: dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = {
+    "recall": _recall_from_hits,
+    "precision": _precision_from_hits,
+    "ndcg": _ndcg_from_hits,
+    "map": _map_from_hits,
+    "mrr": _mrr_from_hits,
+    "hit_rate": _hit_rate_from_hits,
 }
 
 #: Metrics that return one value per user, averaged with :func:`average_over_users`.
