@@ -156,7 +156,11 @@ class IdMap:
         -------
         np.ndarray of shape (m,) or fewer with ``missing="drop"``, int64
         """
-        query = np.atleast_1d(np.asarray(external_ids if isinstance(external_ids, np.ndarray) else list(external_ids)))
+        listed = external_ids if isinstance(external_ids, np.ndarray) else list(external_ids)
+        query = np.atleast_1d(np.asarray(listed))
+        if query.dtype.kind == "U" and self.kind == "str" and not isinstance(listed, np.ndarray):
+            # Fixed-width numpy strings drop trailing NUL characters, so "a\x00" would be looked up as "a".
+            query = np.asarray(listed, dtype=object)
         if len(query) == 0:
             return np.empty(0, dtype=np.int64)
         query = self._coerce(query)

@@ -247,7 +247,7 @@ class Interactions:
             metadata = _align_metadata(item_metadata, items)
 
         # Step 4: merge duplicate (user, item) events by the chosen policy.
-        matrix, merged_timestamps = _merge_duplicates(user_index, item_index, weights, timestamps, (len(users), len(items)), duplicates)
+        matrix, merged_timestamps = _merge_duplicates(user_index, item_index, weights, timestamps, (len(users), len(items)), duplicates, (users, items))
         logger.info("built interactions: %d users, %d items, %d interactions (%d input rows)", len(users), len(items), matrix.nnz, len(frame))
         return cls(matrix, users, items, merged_timestamps, metadata)
 
@@ -393,8 +393,12 @@ def _merge_duplicates(
     timestamps: np.ndarray | None,
     shape: tuple[int, int],
     policy: str,
+    id_maps: tuple[IdMap, IdMap] | None = None,
 ) -> tuple[sp.csr_matrix, np.ndarray | None]:
-    """Build a canonical CSR matrix, merging repeated (user, item) pairs by ``policy``."""
+    """Build a canonical CSR matrix, merging repeated (user, item) pairs by ``policy``.
+
+    ``id_maps`` (users, items), when given, name the external ids in the error of policy "error".
+    """
     # Sort by user, item, then time (or input order) so each pair forms one run
     # whose first and last elements are its earliest and latest events.
     # np.lexsort treats its last key as the primary one.
@@ -411,8 +415,11 @@ def _merge_duplicates(
     n_duplicates = len(users) - len(run_starts)
     if n_duplicates and policy == "error":
         first = run_starts[np.flatnonzero(np.diff(np.append(run_starts, len(users))) > 1)[0]]
+        example = f"user index {users[first]} and item index {items[first]}"
+        if id_maps is not None:
+            example = f"user id {id_maps[0].to_id([users[first]]).tolist()[0]!r} and item id {id_maps[1].to_id([items[first]]).tolist()[0]!r}"
         raise ValueError(
-            f"{n_duplicates} duplicate (user, item) events, for example user index {users[first]} and item index {items[first]}. "
+            f"{n_duplicates} duplicate (user, item) events, for example {example}. "
             f"Choose a duplicates policy: 'sum', 'max', 'first' or 'last'."
         )
     if n_duplicates:

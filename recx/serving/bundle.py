@@ -72,6 +72,9 @@ CHECK_USERS = 512
 #: Files every bundle contains, besides the manifest and the index folder.
 REQUIRED_FILES: tuple[str, ...] = (ITEM_IDS_FILE, USER_IDS_FILE, ITEM_EMBEDDINGS_FILE, USER_EMBEDDINGS_FILE, USER_HISTORY_FILE, USER_TOWER_FILE)
 
+#: Files of the index folder that loading reads; each must be listed, so that each is checked.
+INDEX_FILES: tuple[str, ...] = (f"{INDEX_FOLDER}/index.faiss", f"{INDEX_FOLDER}/index.json", f"{INDEX_FOLDER}/items.json")
+
 #: Manifest keys that loading reads.
 REQUIRED_KEYS: tuple[str, ...] = ("format", "format_version", "model", "metric", "dimension", "index_kind", "n_users", "n_items", "user_tower", "files")
 
@@ -181,6 +184,9 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("model", "user_tower", "files"):
         if not isinstance(manifest[key], dict):
             raise BundleError(f"invalid bundle manifest {manifest_path}: \"{key}\" must be a JSON object, got {type(manifest[key]).__name__}. Export the bundle again.")
+    for key in ("n_users", "n_items", "dimension"):
+        if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < 0:
+            raise BundleError(f"invalid bundle manifest {manifest_path}: \"{key}\" must be a non-negative integer, got {manifest[key]!r}. Export the bundle again.")
     files = manifest["files"]
     # The ONNX file is named in two places, and only the "files" entry is checked below.
     if manifest["user_tower"].get("file") != USER_TOWER_FILE:
@@ -191,8 +197,8 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     unlisted = [name for name in REQUIRED_FILES if name not in files]
     if manifest.get("has_titles") and ITEM_TITLES_FILE not in files:
         unlisted.append(ITEM_TITLES_FILE)
-    if not any(relative.startswith(f"{INDEX_FOLDER}/") for relative in files):
-        unlisted.append(f"{INDEX_FOLDER}/")
+    # Every file the loader opens is listed, so none escapes the path and checksum checks below.
+    unlisted += [name for name in INDEX_FILES if name not in files]
     if unlisted:
         raise BundleError(f"invalid bundle manifest {manifest_path}: required files {unlisted} are not listed. Export the bundle again.")
 

@@ -129,15 +129,25 @@ class Retriever:
         retriever._index = ItemIndex.load(folder / INDEX_FOLDER, device="cpu")
 
         # Step 2: numeric arrays, never unpickled.
-        retriever._item_embeddings = np.load(folder / ITEM_EMBEDDINGS_FILE, allow_pickle=False)
-        retriever._user_embeddings = np.load(folder / USER_EMBEDDINGS_FILE, allow_pickle=False)
-        with np.load(folder / USER_HISTORY_FILE, allow_pickle=False) as history:
-            retriever._history_indptr = history["indptr"]
-            retriever._history_indices = history["indices"]
+        try:
+            retriever._item_embeddings = np.load(folder / ITEM_EMBEDDINGS_FILE, allow_pickle=False)
+            retriever._user_embeddings = np.load(folder / USER_EMBEDDINGS_FILE, allow_pickle=False)
+            with np.load(folder / USER_HISTORY_FILE, allow_pickle=False) as history:
+                retriever._history_indptr = history["indptr"]
+                retriever._history_indices = history["indices"]
+        except (ValueError, KeyError, OSError) as error:
+            raise BundleError(
+                f"invalid bundle {folder}: its arrays could not be read as plain numeric .npy/.npz data ({error}). "
+                f"recx never unpickles bundle files; export the bundle again."
+            ) from error
 
         # Step 3: the ONNX user tower, on the CPU.
         tower = manifest["user_tower"]
-        retriever._session = onnxruntime.InferenceSession(str(folder / USER_TOWER_FILE), providers=["CPUExecutionProvider"])
+        try:
+            retriever._session = onnxruntime.InferenceSession(str(folder / USER_TOWER_FILE), providers=["CPUExecutionProvider"])
+        except Exception as error:
+            # onnxruntime raises its own exception classes (InvalidProtobuf, Fail, ...), which share no base class but Exception.
+            raise BundleError(f"invalid bundle {folder}: onnxruntime cannot load {USER_TOWER_FILE} ({error}). Export the bundle again.") from error
         retriever._input_names = [spec["name"] for spec in tower["inputs"]]
 
         retriever._check_consistency()
