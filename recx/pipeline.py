@@ -9,6 +9,7 @@ and writes one folder::
       model/          safetensors checkpoint and its JSON config
       history/        interactions used as user history (train + validation), id maps, metadata
       index/          FAISS item index with external item ids
+      checkpoint/     training state after the latest finished epoch, for `recx train --resume`
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import recx
 from recx._io import read_json, write_json_atomic
 from recx.baselines import MostPopular
-from recx.data import Interactions, Split, load_dataset, split_interactions
+from recx.data import Interactions, Split, load_dataset, sample_per_user, split_interactions
 from recx.data.interactions import merge_interactions
 from recx.evaluation import evaluate
 from recx.training import TrainConfig, TwoTowerRecommender
@@ -36,6 +37,7 @@ from recx.training.recommender import MODEL_OPTIONS
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+CHECKPOINT_FOLDER = "checkpoint"
 METRICS_FILE = "metrics.json"
 RUN_FORMAT_VERSION = 1
 
@@ -45,7 +47,21 @@ DATA_OPTIONS: dict[str, tuple[str, ...]] = {
     "parquet": ("user_col", "item_col", "weight_col", "timestamp_col", "min_rating", "binarize", "duplicates"),
     "csv": ("user_col", "item_col", "weight_col", "timestamp_col", "min_rating", "binarize", "duplicates", "sep", "encoding"),
 }
-SPLIT_OPTIONS: tuple[str, ...] = ("protocol", "test_fraction", "validation_fraction", "seed", "cut")
+SPLIT_OPTIONS: tuple[str, ...] = ("protocol", "test_fraction", "validation_fraction", "seed", "cut", "train_fraction")
+
+#: Keys of a config file's [transfer] table (see :func:`transfer_objects`).
+TRANSFER_OPTIONS: tuple[str, ...] = (
+    "init",
+    "align",
+    "encoder",
+    "text_columns",
+    "text_features",
+    "freeze",
+    "unfreeze_epoch",
+    "pretrained_lr_scale",
+    "learning_rates",
+    "l2_sp",
+)
 
 
 @dataclass
@@ -62,11 +78,20 @@ class RunSettings:
     split : dict
         ``protocol`` ("temporal", "leave-one-out", "random", "time-cut"),
         ``test_fraction``, ``validation_fraction`` (carved out of train for
-        early stopping; 0 disables it), ``seed`` and ``cut`` (time-cut only).
+        early stopping; 0 disables it), ``seed``, ``cut`` (time-cut only)
+        and ``train_fraction`` (keep that share of each user's training
+        interactions, drawn with ``seed``; 1 keeps all).
     model : dict
         Options of :class:`~recx.training.TwoTowerRecommender`.
     training : dict
         Fields of :class:`~recx.training.TrainConfig`.
+    transfer : dict
+        Pretrained initialisation and fine-tuning policy: ``init``
+        ("text", a run folder, a vector file, or a list of them), ``align``
+        ("title" or "id"), ``encoder`` (a sentence-transformers folder),
+        ``text_columns``, ``text_features``, ``freeze``,
+        ``unfreeze_epoch``, ``pretrained_lr_scale``, ``learning_rates`` and
+        ``l2_sp``; see :func:`transfer_objects`. Empty trains from scratch.
     k : list of int
         Metric cut-offs.
     """
@@ -75,6 +100,7 @@ class RunSettings:
     split: dict[str, Any] = field(default_factory=lambda: {"protocol": "temporal", "test_fraction": 0.2, "validation_fraction": 0.1, "seed": 0})
     model: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    transfer: dict[str, Any] = field(default_factory=dict)
     k: list[int] = field(default_factory=lambda: [10, 20])
 
     def __post_init__(self) -> None:
@@ -88,11 +114,16 @@ class RunSettings:
         _reject_unknown(self.split, set(SPLIT_OPTIONS), "split")
         _reject_unknown(self.model, set(MODEL_OPTIONS), "model")
         _reject_unknown(self.training, {f.name for f in fields(TrainConfig)}, "training")
+        _reject_unknown(self.transfer, set(TRANSFER_OPTIONS), "transfer")
+        fraction = self.split.get("train_fraction", 1.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError(f"train_fraction must be in (0, 1], got {fraction!r}. Use 0.25 to keep a quarter of each user's training interactions.")
         if not self.k or any(not isinstance(value, int) or isinstance(value, bool) or value <= 0 for value in self.k):
             raise ValueError(f"k must be a list of positive integers, got {self.k!r}.")
         # Building the objects checks every value with its own message.
         self.training_config()
         TwoTowerRecommender(**self.model)
+        transfer_objects(self)
 
     def training_config(self) -> TrainConfig:
         """Return the :class:`TrainConfig` these settings describe."""
@@ -111,7 +142,7 @@ class RunSettings:
             raise ValueError(f"unknown table(s) {unknown} in {source}; valid tables are {sorted(tables)}.")
         defaults = cls()
         merged: dict[str, Any] = {}
-        for name in ("data", "split", "model", "training"):
+        for name in ("data", "split", "model", "training", "transfer"):
             table = payload.get(name, {})
             if not isinstance(table, dict):
                 raise ValueError(f"[{name}] in {source} must be a table, got {type(table).__name__}.")
@@ -121,10 +152,10 @@ class RunSettings:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> RunSettings:
-        """Read settings from a TOML file with [data], [split], [model] and [training] tables and a top-level ``k``."""
+        """Read settings from a TOML file with [data], [split], [model], [training] and [transfer] tables and a top-level ``k``."""
         file = Path(path)
         if not file.is_file():
-            raise FileNotFoundError(f"config file not found: {file}.")
+            raise FileNotFoundError(f"config file not found: {file}. Check the path given to --config (or to RunSettings.from_toml).")
         try:
             payload = tomllib.loads(file.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -154,6 +185,7 @@ def make_split(settings: RunSettings, interactions: Interactions) -> Split:
     options = dict(settings.split)
     protocol = options.pop("protocol", "temporal")
     seed = options.pop("seed", 0)
+    train_fraction = options.pop("train_fraction", 1.0)
     validation_fraction = options.pop("validation_fraction", 0.0)
     params: dict[str, Any] = {}
     if protocol in ("leave-one-out", "leave_one_out"):
@@ -165,7 +197,39 @@ def make_split(settings: RunSettings, interactions: Interactions) -> Split:
             params["seed"] = seed
         if protocol in ("time-cut", "time_cut") and options.get("cut") is not None:
             params["cut"] = options["cut"]
-    return split_interactions(interactions, protocol, **params)
+    split = split_interactions(interactions, protocol, **params)
+    if train_fraction < 1:
+        # Scarce-data runs: the dropped share is gone for good, also from the
+        # history the model sees at test time; validation and test are unchanged.
+        split = Split(sample_per_user(split.train, train_fraction, seed=seed), split.test, split.validation, protocol=split.protocol, params={**split.params, "train_fraction": train_fraction})
+    return split
+
+
+def transfer_objects(settings: RunSettings) -> tuple[list[Any], Any]:
+    """Build the initialisers and fine-tuning policy of a [transfer] table.
+
+    Returns ``(init, fine_tuning)`` for :class:`TwoTowerRecommender`:
+    an empty list and None when the table is empty.
+    """
+    from recx.transfer import FineTuning, TextInit, resolve_source
+
+    table = dict(settings.transfer)
+    sources = table.get("init", [])
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    init: list[Any] = []
+    for source in sources:
+        if source == "text":
+            text_options: dict[str, Any] = {"encoder": table.get("encoder")}
+            if "text_columns" in table:
+                text_options["columns"] = tuple(table["text_columns"])
+            if "text_features" in table:
+                text_options["features"] = bool(table["text_features"])
+            init.append(TextInit(**text_options))
+        else:
+            init.append(resolve_source(source, align=table.get("align")))
+    policy_keys = ("freeze", "unfreeze_epoch", "pretrained_lr_scale", "learning_rates", "l2_sp")
+    policy = {key: table[key] for key in policy_keys if key in table}
+    return init, (FineTuning(**policy) if policy else None)
 
 
 @dataclass
@@ -177,18 +241,34 @@ class RunResult:
     folder: Path
 
 
-def _check_output_folder(folder: Path) -> None:
-    """Refuse to write a run into a non-empty folder that is not a recx run."""
+def _check_output_folder(folder: Path, *, resume: bool = False) -> None:
+    """Refuse to write a run into a non-empty folder that is not a recx run, or over an interrupted run without ``resume``."""
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"output {folder} exists and is not a folder. Choose another --output.")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / RUN_FILE).is_file():
+    if not folder.is_dir() or not any(folder.iterdir()) or (folder / RUN_FILE).is_file():
+        return
+    interrupted = (folder / CHECKPOINT_FOLDER).is_dir()
+    if interrupted and not resume:
+        raise FileExistsError(
+            f"output folder {folder} contains an interrupted run (a {CHECKPOINT_FOLDER}/ folder but no {RUN_FILE}). "
+            f"Pass --resume to continue it from its last epoch, or choose another --output."
+        )
+    if not interrupted:
         raise FileExistsError(f"output folder {folder} is not empty and contains no recx run. Choose an empty or new folder for --output.")
 
 
-def train_run(settings: RunSettings, output: str | os.PathLike[str]) -> RunResult:
-    """Load data, split, train the two-tower model, score it against MostPopular and write the run folder."""
+def train_run(settings: RunSettings, output: str | os.PathLike[str], *, resume: bool = False) -> RunResult:
+    """Load data, split, train the two-tower model, score it against MostPopular and write the run folder.
+
+    Training writes its state to ``output/checkpoint/`` after every epoch.
+    With ``resume=True``, a run killed before it finished continues from its
+    last finished epoch and ends with the same model and metrics as an
+    uninterrupted run. ``settings`` must be those of the interrupted run,
+    except ``training.epochs`` and ``training.show_progress``. Without a
+    checkpoint in ``output``, ``resume=True`` starts from epoch 1.
+    """
     folder = Path(output)
-    _check_output_folder(folder)
+    _check_output_folder(folder, resume=resume)
     started = time.perf_counter()
 
     # Step 1: data and split. The split is deterministic given the settings,
@@ -200,8 +280,9 @@ def train_run(settings: RunSettings, output: str | os.PathLike[str]) -> RunResul
 
     # Step 2: train, with early stopping on the validation part when there is one.
     training = settings.training_config()
-    recommender = TwoTowerRecommender(training=training, **settings.model)
-    recommender.fit(split.train, validation=split.validation)
+    init, fine_tuning = transfer_objects(settings)
+    recommender = TwoTowerRecommender(training=training, init=init, fine_tuning=fine_tuning, **settings.model)
+    recommender.fit(split.train, validation=split.validation, checkpoint_dir=folder / CHECKPOINT_FOLDER, resume=resume)
 
     # Step 3: score the model and the popularity baseline on the same test set,
     # both with train + validation as the known history.

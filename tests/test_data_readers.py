@@ -418,7 +418,7 @@ def test_public_api():
     expected = {
         "IdMap", "Interactions", "Split", "load_dataset", "load_movielens", "read_csv", "read_parquet", "read_interactions",
         "split_interactions", "temporal_split", "leave_one_out", "random_split", "time_cut_split", "DATASETS", "embedded_dataset_path",
-        "read_sequences",
+        "read_sequences", "sample_per_user", "drop_items", "keep_items",
     }  # fmt: skip
     assert set(recx.data.__all__) == expected
     assert all(hasattr(recx.data, name) for name in expected)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from recx.cli.arguments import positive_int
+from recx.cli.scale import add_ingest_parser, add_sharding_options, add_synth_parser, run_sharded_train
 
 logger = logging.getLogger("recx.cli")
 
@@ -27,6 +28,10 @@ def _int_list(text: str) -> list[int]:
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 10,20, got {text!r}") from error
     return values
+
+
+def _name_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _add_logging_options(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +51,11 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", type=Path, help="TOML file with [data], [split], [model] and [training] tables and a top-level k list")
     parser.add_argument("--output", type=Path, help="run folder to write (default: runs/train-<UTC time>)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --output from its last finished epoch; give the same options as the first run (only --epochs may differ)",
+    )
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", help="movielens-latest-small (embedded, the default), movielens-100k, movielens, csv or parquet")
@@ -62,6 +72,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     split.add_argument("--test-fraction", type=float, help="share of each user's interactions held out for test (default 0.2)")
     split.add_argument("--validation-fraction", type=float, help="share of train held out for early stopping (default 0.1; 0 disables)")
     split.add_argument("--seed", type=int, help="seed of the random split, model initialisation and sampling (default 0)")
+    split.add_argument("--train-fraction", type=float, help="keep this share of each user's training interactions, drawn with --seed (default 1)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--embedding-dim", type=positive_int, help="width of the embedding tables (default 64)")
@@ -83,7 +94,22 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     training.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default auto: CUDA when present)")
     training.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    transfer = parser.add_argument_group("transfer", "start from a pretrained network (see docs/transfer.md)")
+    transfer.add_argument(
+        "--init",
+        action="append",
+        metavar="SOURCE",
+        help="'text' (sentence encoder over item titles and genres), a recx run folder, or an .npz/.safetensors vector file; repeat to combine",
+    )
+    transfer.add_argument("--align", help="how a run or vector file matches items: 'title' (normalised title and year, default for runs) or 'id'")
+    transfer.add_argument("--encoder", help="folder of a sentence-transformers model for --init text (default: the packaged all-MiniLM-L6-v2)")
+    transfer.add_argument("--freeze", type=_name_list, help="parameter groups that start frozen, comma-separated, or 'pretrained'")
+    transfer.add_argument("--unfreeze-epoch", type=positive_int, help="first epoch in which the frozen groups train (default: never)")
+    transfer.add_argument("--pretrained-lr-scale", type=float, help="factor on the learning rate of pretrained groups (default 1)")
+    transfer.add_argument("--l2-sp", type=float, help="strength of the pull toward the pretrained weights (default 0)")
+
     parser.add_argument("-k", "--k", dest="cutoffs", type=_int_list, help="metric cut-offs, comma-separated (default 10,20)")
+    add_sharding_options(parser)
     _add_logging_options(parser)
     parser.set_defaults(handler=_run_train)
 
@@ -109,6 +135,7 @@ def _settings_from_args(args: argparse.Namespace) -> Any:
             "test_fraction": args.test_fraction,
             "validation_fraction": args.validation_fraction,
             "seed": args.seed,
+            "train_fraction": args.train_fraction,
         },
         "model": {
             "embedding_dim": args.embedding_dim,
@@ -131,6 +158,21 @@ def _settings_from_args(args: argparse.Namespace) -> Any:
             "seed": args.seed,
         },
     }
+    payload["transfer"].update(
+        {
+            key: value
+            for key, value in {
+                "init": args.init,
+                "align": args.align,
+                "encoder": args.encoder,
+                "freeze": args.freeze,
+                "unfreeze_epoch": args.unfreeze_epoch,
+                "pretrained_lr_scale": args.pretrained_lr_scale,
+                "l2_sp": args.l2_sp,
+            }.items()
+            if value is not None
+        }
+    )
     # A new dataset name starts from that dataset's defaults, not the config's path.
     if args.dataset and args.dataset != payload["data"].get("dataset"):
         payload["data"] = {"dataset": args.dataset}
@@ -148,10 +190,14 @@ def _run_train(args: argparse.Namespace) -> int:
     from recx.pipeline import train_run
 
     settings = _settings_from_args(args)
+    if args.resume and args.output is None:
+        raise ValueError("--resume needs --output: pass the run folder of the interrupted run, for example --output runs/first --resume.")
     output = args.output or Path("runs") / datetime.now(timezone.utc).strftime("train-%Y%m%d-%H%M%S")
+    if args.nproc:
+        return run_sharded_train(args, settings, output)
     dataset = settings.data.get("dataset", "movielens-latest-small")
     logger.info("training on %s%s, writing %s", dataset, f" ({settings.data['path']})" if settings.data.get("path") else " (embedded copy)" if dataset == "movielens-latest-small" else "", output)
-    result = train_run(settings, output)
+    result = train_run(settings, output, resume=args.resume)
     print(format_metrics_table(result.metrics))
     print(f"\nWrote {result.folder}/ (metrics.json, run.json, recommender.json, model/, index/, history/)")
     return 0
@@ -250,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_datasets_parser(commands)
     add_serving_parsers(commands, _add_logging_options)
     add_bench_parser(commands, _add_logging_options)
+    add_synth_parser(commands, _add_logging_options)
+    add_ingest_parser(commands, _add_logging_options)
     return parser
 
 

@@ -53,6 +53,16 @@ class TwoTowerConfig:
     genre_names : list of str
         Names of the genre rows, in table order (stored for reference and to
         align item metadata when a saved model is loaded).
+    text_dim : int, default=0
+        Width of a fixed vector per item (for example a sentence encoder's
+        embedding of the item's title and genres) that the item tower reads
+        through a linear projection; 0 disables it. The vectors are stored
+        in the model as a buffer, so a saved model carries them.
+    id_dropout : float, default=0.0
+        With text vectors: the probability that a training example reads
+        its item without the item's id embedding. The tower then learns to
+        embed items from content alone, which is how it embeds items that
+        had no training interactions.
     """
 
     n_users: int
@@ -69,6 +79,8 @@ class TwoTowerConfig:
     recent_items: int = 0
     use_item_id: bool = True
     genre_names: list[str] = field(default_factory=list)
+    text_dim: int = 0
+    id_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -97,8 +109,12 @@ class TwoTowerConfig:
             raise ValueError(f"recent_items must be a non-negative integer, got {self.recent_items!r}.")
         if not (self.use_user_id or self.use_history or self.recent_items):
             raise ValueError("the user tower has no input: set use_user_id or use_history to true, or recent_items above 0.")
-        if not (self.use_item_id or self.n_genres > 0):
-            raise ValueError("the item tower has no input: set use_item_id to true or provide item genres.")
+        if not isinstance(self.text_dim, int) or self.text_dim < 0:
+            raise ValueError(f"text_dim must be a non-negative integer, got {self.text_dim!r}.")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout!r}.")
+        if not (self.use_item_id or self.n_genres > 0 or self.text_dim > 0):
+            raise ValueError("the item tower has no input: set use_item_id to true, or provide item genres or item text vectors.")
         if self.genre_names and len(self.genre_names) != self.n_genres:
             raise ValueError(f"genre_names has {len(self.genre_names)} names but n_genres is {self.n_genres}.")
 

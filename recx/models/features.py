@@ -9,7 +9,7 @@ from torchrec import KeyedJaggedTensor
 
 from recx.data.interactions import Interactions
 from recx.models.config import TwoTowerConfig
-from recx.models.towers import ITEM_GENRES, ITEM_ID, USER_HISTORY, USER_ID, USER_RECENT
+from recx.models.towers import ITEM_GENRES, ITEM_ID, ITEM_TEXT, USER_HISTORY, USER_ID, USER_RECENT
 
 
 def genre_vocabulary(interactions: Interactions) -> list[str]:
@@ -39,6 +39,11 @@ def genre_matrix(interactions: Interactions, genre_names: list[str]) -> sp.csr_m
     return sp.csr_matrix((data, (rows, columns)), shape=(interactions.n_items, len(genre_names)))
 
 
+#: Histories longer than this many times ``max_history`` are sampled without
+#: reading the whole row (see FeatureBuilder._history_bags).
+LONG_BAG_FACTOR = 8
+
+
 def _gather_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Concatenate CSR rows ``rows``.
 
@@ -51,6 +56,34 @@ def _gather_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> t
     row_offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
     positions = np.arange(total, dtype=np.int64) - row_offsets + np.repeat(starts, lengths)
     return indices[positions], lengths, positions
+
+
+def _distinct_offsets(sizes: np.ndarray, counts: np.ndarray, generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``counts[r]`` distinct offsets uniformly from ``range(sizes[r])`` for each row ``r``.
+
+    Draws with replacement and redraws repeats until every row has its count,
+    which gives a uniformly random subset; callers keep ``counts`` well below
+    ``sizes`` so that few rounds are needed. Returns (row, offset) pairs.
+    """
+    width = int(sizes.max(initial=0)) + 1
+    taken = np.empty(0, dtype=np.int64)
+    rows_out: list[np.ndarray] = []
+    offsets_out: list[np.ndarray] = []
+    need = counts.astype(np.int64).copy()
+    while need.any():
+        rows = np.repeat(np.arange(len(sizes), dtype=np.int64), need)
+        offsets = (generator.random(len(rows)) * sizes[rows]).astype(np.int64)
+        keys = rows * width + offsets
+        fresh = ~np.isin(keys, taken)
+        keys, rows, offsets = keys[fresh], rows[fresh], offsets[fresh]
+        _, first = np.unique(keys, return_index=True)
+        rows_out.append(rows[first])
+        offsets_out.append(offsets[first])
+        taken = np.union1d(taken, keys[first])
+        need -= np.bincount(rows[first], minlength=len(sizes))
+    if not rows_out:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return np.concatenate(rows_out), np.concatenate(offsets_out)
 
 
 class FeatureBuilder:
@@ -146,15 +179,7 @@ class FeatureBuilder:
             values.append(users)
             lengths.append(np.ones(len(users), dtype=np.int64))
         if self.config.use_history:
-            items, bag_lengths, positions = _gather_rows(self.history_indptr, self.history_indices, users)
-            row_of_value = np.repeat(np.arange(len(users)), bag_lengths)
-            keep = np.ones(len(items), dtype=bool)
-            if target_positions is not None:
-                keep &= positions != np.repeat(np.asarray(target_positions, dtype=np.int64), bag_lengths)
-            if generator is not None and self.max_history is not None and bag_lengths.max(initial=0) > self.max_history:
-                keep &= self._subsample_mask(row_of_value, keep, generator)
-            items = items[keep]
-            bag_lengths = np.bincount(row_of_value[keep], minlength=len(users)).astype(np.int64)
+            items, bag_lengths = self._history_bags(users, target_positions, generator)
             keys.append(USER_HISTORY)
             values.append(items)
             lengths.append(bag_lengths)
@@ -168,6 +193,53 @@ class FeatureBuilder:
             values=torch.from_numpy(np.concatenate(values)),
             lengths=torch.from_numpy(np.concatenate(lengths)),
         )
+
+    def _history_bags(self, users: np.ndarray, target_positions: np.ndarray | None, generator: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+        """Return the history bags of ``users``: their values, concatenated, and their (B,) lengths.
+
+        Rows of up to ``LONG_BAG_FACTOR * max_history`` items are gathered
+        whole, then subsampled by independent coin flips. Longer rows are
+        sampled directly, so a batch costs O(B * max_history) instead of the
+        sum of its users' history lengths; with heavy users (tens of
+        thousands of items) that sum made feature building the slowest part
+        of a training step. Both ways keep ``Binomial(n, max_history / n)``
+        items drawn uniformly from the ``n`` history items other than the target.
+        """
+        long_rows = np.zeros(len(users), dtype=bool)
+        if generator is not None and self.max_history is not None:
+            long_rows = np.diff(self.history_indptr)[users] > LONG_BAG_FACTOR * self.max_history + 1
+        short = np.flatnonzero(~long_rows)
+        targets = None if target_positions is None else np.asarray(target_positions, dtype=np.int64)
+
+        items, bag_lengths, positions = _gather_rows(self.history_indptr, self.history_indices, users[short])
+        row_of_value = np.repeat(short, bag_lengths)
+        keep = np.ones(len(items), dtype=bool)
+        if targets is not None:
+            keep &= positions != np.repeat(targets[short], bag_lengths)
+        if generator is not None and self.max_history is not None and bag_lengths.max(initial=0) > self.max_history:
+            keep &= self._subsample_mask(row_of_value, keep, generator)
+        items, row_of_value = items[keep], row_of_value[keep]
+
+        if long_rows.any():
+            assert generator is not None and self.max_history is not None
+            long = np.flatnonzero(long_rows)
+            starts = self.history_indptr[users[long]]
+            sizes = self.history_indptr[users[long] + 1] - starts
+            skip = np.full(len(long), -1, dtype=np.int64)
+            if targets is not None:
+                inside = (targets[long] >= starts) & (targets[long] < starts + sizes)
+                skip[inside] = targets[long][inside] - starts[inside]
+                sizes = sizes - inside
+            counts = generator.binomial(sizes, self.max_history / sizes)
+            rows, offsets = _distinct_offsets(sizes, counts, generator)
+            offsets = offsets + ((skip[rows] >= 0) & (offsets >= skip[rows]))
+            order = np.lexsort((offsets, rows))
+            items = np.concatenate([items, self.history_indices[starts[rows[order]] + offsets[order]]])
+            row_of_value = np.concatenate([row_of_value, long[rows[order]]])
+            # Bags must follow the order of users: a stable sort keeps each bag's own order.
+            order = np.argsort(row_of_value, kind="stable")
+            items, row_of_value = items[order], row_of_value[order]
+        return items, np.bincount(row_of_value, minlength=len(users)).astype(np.int64)
 
     def _subsample_mask(self, row_of_value: np.ndarray, keep: np.ndarray, generator: np.random.Generator) -> np.ndarray:
         """Keep each value of a row longer than ``max_history`` with probability ``max_history / length``.
@@ -195,6 +267,10 @@ class FeatureBuilder:
             keys.append(ITEM_GENRES)
             values.append(genres)
             lengths.append(genre_lengths)
+        if self.config.text_dim:
+            keys.append(ITEM_TEXT)
+            values.append(items)
+            lengths.append(np.ones(len(items), dtype=np.int64))
         return KeyedJaggedTensor.from_lengths_sync(
             keys=keys,
             values=torch.from_numpy(np.concatenate(values)),

@@ -19,6 +19,7 @@ USER_HISTORY = "user_history"
 USER_RECENT = "user_recent"
 ITEM_ID = "item_id"
 ITEM_GENRES = "item_genres"
+ITEM_TEXT = "item_text"
 
 _ACTIVATION_MODULES: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -51,22 +52,26 @@ def _table(name: str, rows: int, dim: int, features: list[str], pooling: Pooling
 class _Tower(nn.Module):
     """Common part of both towers: an EmbeddingBagCollection, an MLP and L2 normalisation."""
 
-    def __init__(self, config: TwoTowerConfig, tables: list[EmbeddingBagConfig], device: torch.device | None) -> None:
+    def __init__(self, config: TwoTowerConfig, tables: list[EmbeddingBagConfig], device: torch.device | None, dense_inputs: int = 0) -> None:
         super().__init__()
         self.feature_names: list[str] = [name for table in tables for name in table.feature_names]
         self.embeddings = EmbeddingBagCollection(tables=tables, device=device or torch.device("cpu"))
-        self.mlp = MLP(config.embedding_dim * len(self.feature_names), config.hidden_dims, config.output_dim, config.activation, config.dropout)
+        width = config.embedding_dim * (len(self.feature_names) + dense_inputs)
+        self.mlp = MLP(width, config.hidden_dims, config.output_dim, config.activation, config.dropout)
         if device is not None:
             self.mlp.to(device)
 
-    def encode(self, features: KeyedJaggedTensor) -> torch.Tensor:
-        """Return unit-norm embeddings of shape (B, O), float32."""
+    def pooled(self, features: KeyedJaggedTensor) -> list[torch.Tensor]:
+        """Return the pooled (B, D) embedding of each feature, in ``feature_names`` order."""
         missing = [name for name in self.feature_names if name not in features.keys()]
         if missing:
             raise KeyError(f"{type(self).__name__} expects features {self.feature_names}, the input lacks {missing}.")
         pooled = self.embeddings(features)
-        concatenated = torch.cat([pooled[name] for name in self.feature_names], dim=1)
-        return F.normalize(self.mlp(concatenated), dim=1)
+        return [pooled[name] for name in self.feature_names]
+
+    def encode(self, features: KeyedJaggedTensor) -> torch.Tensor:
+        """Return unit-norm embeddings of shape (B, O), float32."""
+        return F.normalize(self.mlp(torch.cat(self.pooled(features), dim=1)), dim=1)
 
 
 class UserTower(_Tower):
@@ -95,11 +100,17 @@ class UserTower(_Tower):
 
 
 class ItemTower(_Tower):
-    """Encode an item from its id and its genres.
+    """Encode an item from its id, its genres and a fixed text vector.
 
     Input: a KeyedJaggedTensor with keys ``item_id`` (one index per item, if
-    ``config.use_item_id``) and ``item_genres`` (genre indices, mean-pooled,
-    if ``config.n_genres > 0``). Output: (B, O) float32 unit-norm embeddings.
+    ``config.use_item_id``; an empty bag pools to zeros, which is how an
+    item without training interactions is read from its content alone) and
+    ``item_genres`` (genre indices, mean-pooled, if ``config.n_genres > 0``).
+    With ``config.text_dim > 0`` the tower also reads row ``item`` of the
+    ``text_vectors`` buffer, shape (n_items, text_dim) float32, through the
+    linear map ``text_projection``; the item index comes from the
+    ``item_text`` key (one index per item). Output: (B, O) float32 unit-norm
+    embeddings.
     """
 
     def __init__(self, config: TwoTowerConfig, device: torch.device | None = None) -> None:
@@ -108,7 +119,28 @@ class ItemTower(_Tower):
             tables.append(_table("item_id", config.n_items, config.embedding_dim, [ITEM_ID], PoolingType.SUM))
         if config.n_genres > 0:
             tables.append(_table("item_genres", config.n_genres, config.embedding_dim, [ITEM_GENRES], PoolingType.MEAN))
-        super().__init__(config, tables, device)
+        super().__init__(config, tables, device, dense_inputs=1 if config.text_dim else 0)
+        self.text_projection: nn.Linear | None = None
+        if config.text_dim:
+            self.register_buffer("text_vectors", torch.zeros(config.n_items, config.text_dim, device=device))
+            self.text_projection = nn.Linear(config.text_dim, config.embedding_dim, device=device)
+            if config.use_item_id:
+                # 1 for items whose id row was trained, 0 for items never seen in
+                # training: those are read from their content alone, because an
+                # untrained id row only adds noise.
+                self.register_buffer("id_weight", torch.ones(config.n_items, device=device))
+        self.id_dropout = config.id_dropout
 
     def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
-        return self.encode(features)
+        if self.text_projection is None:
+            return self.encode(features)
+        inputs = self.pooled(features)
+        items = features[ITEM_TEXT].values()
+        if ITEM_ID in self.feature_names:
+            position = self.feature_names.index(ITEM_ID)
+            keep = self.id_weight[items]
+            if self.training and self.id_dropout > 0:
+                keep = keep * (torch.rand(len(items), device=keep.device) >= self.id_dropout)
+            inputs[position] = inputs[position] * keep.unsqueeze(1)
+        inputs.append(self.text_projection(self.text_vectors[items]))
+        return F.normalize(self.mlp(torch.cat(inputs, dim=1)), dim=1)

@@ -24,6 +24,7 @@ from recx.models.two_tower import TwoTowerModel
 from recx.recommender import Recommender
 from recx.training.checkpoint import load_model, save_model
 from recx.training.config import TrainConfig
+from recx.training.resume import interactions_digest
 from recx.training.trainer import Trainer, TrainingHistory, count_parameters, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,16 @@ DEFAULT_RECENT_ITEMS = 5
 
 #: Model options that TwoTowerRecommender accepts; the data sets the rest of TwoTowerConfig.
 MODEL_OPTIONS: tuple[str, ...] = ("embedding_dim", "hidden_dims", "output_dim", "activation", "dropout", "temperature", "use_user_id", "use_history", "recent_items", "use_item_id", "use_genres")
+
+
+def _resolve_init(init: Any) -> list[Any]:
+    """Turn the ``init`` argument into initialisers, text first."""
+    if init is None:
+        return []
+    from recx.transfer import resolve_source
+
+    sources = [resolve_source(source) for source in (init if isinstance(init, (list, tuple)) else [init])]
+    return sorted(sources, key=lambda source: source.order)
 
 
 class TwoTowerRecommender(Recommender):
@@ -56,6 +67,16 @@ class TwoTowerRecommender(Recommender):
         Feed item genres to the item tower when the training data has them.
     training : TrainConfig or None
         Training options; defaults to ``TrainConfig()``.
+    init : initialiser, "text", path, or a list of them, or None
+        Pretrained starting points applied after the model is built (see
+        :mod:`recx.transfer`): ``"text"`` for the packaged sentence
+        encoder over item titles and genres, a recx run folder, a vector
+        file, or :class:`~recx.transfer.Initializer` objects. Text is
+        applied first, so that other sources can fill rows they do not
+        match from text.
+    fine_tuning : FineTuning or None
+        How pretrained parameters are trained (freezing, learning rates,
+        L2 toward the pretrained weights); None trains every parameter alike.
 
     Examples
     --------
@@ -80,6 +101,8 @@ class TwoTowerRecommender(Recommender):
         use_item_id: bool = True,
         use_genres: bool = True,
         training: TrainConfig | None = None,
+        init: Any = None,
+        fine_tuning: Any = None,
     ) -> None:
         self.options: dict[str, Any] = {
             "embedding_dim": embedding_dim,
@@ -95,6 +118,9 @@ class TwoTowerRecommender(Recommender):
             "use_genres": use_genres,
         }
         self.training = training or TrainConfig()
+        self.init = _resolve_init(init)
+        self.fine_tuning = fine_tuning
+        self.transfer_report: list[dict[str, Any]] = []
         # A throwaway config checks the options now rather than at fit time.
         self._model_config(n_users=1, n_items=1, genre_names=[], has_timestamps=True)
         self.model: TwoTowerModel | None = None
@@ -103,8 +129,9 @@ class TwoTowerRecommender(Recommender):
         self.train: Interactions | None = None
         self._index: ItemIndex | None = None
 
-    def _model_config(self, n_users: int, n_items: int, genre_names: list[str], *, has_timestamps: bool) -> TwoTowerConfig:
+    def _model_config(self, n_users: int, n_items: int, genre_names: list[str], *, has_timestamps: bool, **extra: Any) -> TwoTowerConfig:
         options = {key: value for key, value in self.options.items() if key != "use_genres"}
+        options.update(extra)
         if options["recent_items"] is None:
             options["recent_items"] = DEFAULT_RECENT_ITEMS if has_timestamps else 0
         genres = genre_names if self.options["use_genres"] else []
@@ -112,7 +139,14 @@ class TwoTowerRecommender(Recommender):
 
     # --------------------------------------------------------------- training
 
-    def fit(self, train: Interactions, validation: Interactions | None = None) -> TwoTowerRecommender:
+    def fit(
+        self,
+        train: Interactions,
+        validation: Interactions | None = None,
+        *,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+    ) -> TwoTowerRecommender:
         """Train on ``train``, stopping early on NDCG of ``validation`` when given.
 
         Validation interactions are never trained on. Once training ends they
@@ -120,13 +154,24 @@ class TwoTowerRecommender(Recommender):
         because they are known by the time the model serves. A test split scored
         afterwards then gets the same history a deployed model would.
 
+        With ``checkpoint_dir``, the whole training state is written there
+        after every epoch (see :mod:`recx.training.resume`). ``resume=True``
+        then continues a killed run from its last finished epoch, and ends
+        with the same weights as an uninterrupted run with the same settings,
+        data and seed. It requires the same settings and data as the first
+        run, except ``training.epochs`` and ``training.show_progress``.
+
         Returns ``self``.
         """
         options = self.training
         seed_everything(options.seed)
         device = resolve_device(options.device)
-        config = self._model_config(train.n_users, train.n_items, FeatureBuilder.vocabulary(train), has_timestamps=train.timestamps is not None)
+        extra: dict[str, Any] = {}
+        for source in self.init:
+            extra.update(source.prepare(train))
+        config = self._model_config(train.n_users, train.n_items, FeatureBuilder.vocabulary(train), has_timestamps=train.timestamps is not None, **extra)
         self.model = TwoTowerModel(config, device=device)
+        pretrained = self._initialise(self.model, train)
         self.features = FeatureBuilder(config, train, max_history=options.max_history)
         self.train = train
         self._index = None
@@ -148,14 +193,30 @@ class TwoTowerRecommender(Recommender):
                 self._index = None
                 return evaluate(self, train, validation, k=[options.eval_k], metrics=["ndcg"])[key]
 
-        trainer = Trainer(self.model, self.features, options, validate=validate)
-        self.history = trainer.fit(train)
+        policy = self.fine_tuning
+        if policy is not None:
+            policy.bind(self.model, pretrained)
+        trainer = Trainer(self.model, self.features, options, validate=validate, policy=policy)
+        self.history = trainer.fit(train, checkpoint_dir=checkpoint_dir, resume=resume, fingerprint={"validation": interactions_digest(validation)})
         self.model.eval()
 
         if validation is not None and validation.nnz:
             self.set_history(merge_interactions(train, validation))
         self._index = None
         return self
+
+    def _initialise(self, model: TwoTowerModel, train: Interactions) -> set[str]:
+        """Apply the initialisers; return the parameter groups they wrote."""
+        if model.config.text_dim and model.config.use_item_id:
+            # Items absent from training keep an untrained id row; read them from content alone.
+            model.item_tower.id_weight.copy_(torch.from_numpy((train.item_counts() > 0).astype(np.float32)))
+        pretrained: set[str] = set()
+        self.transfer_report = []
+        for source in self.init:
+            report = source.apply(model, train)
+            pretrained.update(report.groups)
+            self.transfer_report.append({**source.describe(), **report.to_dict()})
+        return pretrained
 
     def set_history(self, interactions: Interactions) -> None:
         """Use ``interactions`` as each user's history and as the items to exclude.
@@ -166,7 +227,10 @@ class TwoTowerRecommender(Recommender):
         if model is None:
             raise RuntimeError("TwoTowerRecommender has no model yet: call fit(train) or load a saved model first.")
         if interactions.n_users != model.config.n_users or interactions.n_items != model.config.n_items:
-            raise ValueError(f"history has {interactions.n_users} users x {interactions.n_items} items, the model expects {model.config.n_users} x {model.config.n_items}.")
+            raise ValueError(
+                f"history has {interactions.n_users} users x {interactions.n_items} items, the model expects {model.config.n_users} x {model.config.n_items}. "
+                f"Pass interactions with the id maps the model was trained with, such as a part of the same split."
+            )
         self.features = FeatureBuilder(model.config, interactions, max_history=self.training.max_history)
         self.train = interactions
 
@@ -259,6 +323,10 @@ class TwoTowerRecommender(Recommender):
                 "options": self.options,
                 "training": self.training.to_dict(),
                 "history": None if self.history is None else self.history.to_dict(),
+                "transfer": {
+                    "init": self.transfer_report,
+                    "fine_tuning": None if self.fine_tuning is None else self.fine_tuning.to_dict(),
+                },
             },
         )
         return folder
@@ -269,6 +337,11 @@ class TwoTowerRecommender(Recommender):
         folder = Path(directory)
         if not folder.is_dir():
             raise FileNotFoundError(f"saved model not found: {folder} is not a folder. Pass the folder that TwoTowerRecommender.save or `recx train` wrote.")
+        if not (folder / "recommender.json").is_file():
+            raise FileNotFoundError(
+                f"saved model not found: {folder / 'recommender.json'} does not exist. Pass the folder that TwoTowerRecommender.save or `recx train` wrote; "
+                f"a run folder without it was not written completely (for an interrupted `recx train`, run it again with --resume)."
+            )
         settings = read_json(folder / "recommender.json", what="recommender settings")
         unknown = sorted(set(settings.get("options", {})) - set(MODEL_OPTIONS))
         if unknown:

@@ -7,8 +7,10 @@ import logging
 import math
 import random
 import time
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -19,8 +21,30 @@ from recx.losses import bce_loss, bpr_loss, sampled_softmax_loss, uniform_log_q
 from recx.models.features import FeatureBuilder
 from recx.models.two_tower import TwoTowerModel
 from recx.training.config import TrainConfig
+from recx.training.resume import RESUMABLE_CHANGES, EpochCheckpoints, TrainingState, interactions_digest, restore_generator, restore_optimizer
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingPolicy(Protocol):
+    """Hooks through which a fine-tuning policy shapes training.
+
+    :class:`recx.transfer.FineTuning` implements them: which parameters
+    train at which epoch, at which learning rate, and a penalty added to the
+    loss (for example L2 toward pretrained weights).
+    """
+
+    def parameter_groups(self, model: TwoTowerModel, learning_rate: float) -> list[dict[str, object]]:
+        """Return the optimiser's parameter groups, each with its ``lr``."""
+        ...
+
+    def begin_epoch(self, model: TwoTowerModel, epoch: int) -> None:
+        """Freeze or unfreeze parameters before epoch ``epoch`` (1-based)."""
+        ...
+
+    def penalty(self, model: TwoTowerModel) -> torch.Tensor | float:
+        """Return a term added to each step's loss (0.0 for none)."""
+        ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,6 +91,16 @@ class TrainingHistory:
             "stopped_early": self.stopped_early,
         }
 
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> TrainingHistory:
+        """Rebuild a history written by :meth:`to_dict`."""
+        return cls(
+            epochs=[EpochRecord(**record) for record in payload["epochs"]],
+            best_epoch=payload["best_epoch"],
+            best_validation=payload["best_validation"],
+            stopped_early=bool(payload["stopped_early"]),
+        )
+
 
 class Trainer:
     """Fit a :class:`TwoTowerModel` on training interactions.
@@ -96,16 +130,20 @@ class Trainer:
         config: TrainConfig,
         *,
         validate: Callable[[], float] | None = None,
+        policy: TrainingPolicy | None = None,
     ) -> None:
         self.model = model
         self.features = features
         self.config = config
         self.validate = validate
+        self.policy = policy
         self.device = next(model.parameters()).device
         self.optimizer = self._make_optimizer()
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        parameters = list(self.model.parameters())
+        parameters: list[torch.Tensor] | list[dict[str, object]] = list(self.model.parameters())
+        if self.policy is not None:
+            parameters = self.policy.parameter_groups(self.model, self.config.learning_rate)
         options = self.config
         if options.optimizer == "adam":
             return torch.optim.Adam(parameters, lr=options.learning_rate, weight_decay=options.weight_decay)
@@ -113,15 +151,44 @@ class Trainer:
             return torch.optim.Adagrad(parameters, lr=options.learning_rate, weight_decay=options.weight_decay)
         return torch.optim.SGD(parameters, lr=options.learning_rate, momentum=options.momentum, weight_decay=options.weight_decay)
 
-    def fit(self, train: Interactions) -> TrainingHistory:
+    def fit(
+        self,
+        train: Interactions,
+        *,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        fingerprint: dict[str, Any] | None = None,
+    ) -> TrainingHistory:
         """Train for up to ``config.epochs`` epochs and return the history.
+
+        Parameters
+        ----------
+        train : Interactions
+        checkpoint_dir : path-like or None
+            Folder of epoch checkpoints (see :mod:`recx.training.resume`).
+            After every epoch the whole training state is written there
+            atomically, so a killed run can resume from its last epoch.
+        resume : bool, default=False
+            Continue from the checkpoint in ``checkpoint_dir``; with the same
+            settings and data, the result equals that of an uninterrupted run.
+            Without a checkpoint there, training starts at epoch 1. When
+            False, a checkpoint already in ``checkpoint_dir`` is removed first.
+        fingerprint : dict or None
+            Further JSON-ready facts that a resumed run must share with the
+            interrupted one, for example a digest of the validation data.
 
         Raises
         ------
         FloatingPointError
             If the loss becomes NaN or infinite; the weights of the best epoch
-            so far (or the initial weights) are restored first.
+            so far (or the initial weights) are restored first, and the last
+            epoch checkpoint on disk is left as it was.
+        ValueError
+            If ``resume`` is set without ``checkpoint_dir``, or the checkpoint
+            is damaged or was written with other settings or data.
         """
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir: pass the folder in which the interrupted run wrote its checkpoints.")
         options = self.config
         generator = np.random.default_rng(options.seed)
         entry_users = np.repeat(np.arange(train.n_users, dtype=np.int64), np.diff(train.matrix.indptr))
@@ -138,9 +205,32 @@ class Trainer:
         history = TrainingHistory()
         best_state = copy.deepcopy(self.model.state_dict())
         epochs_without_gain = 0
-        for epoch in range(1, options.epochs + 1):
+        first_epoch = 1
+        checkpoints = None if checkpoint_dir is None else EpochCheckpoints(checkpoint_dir, self._fingerprint(train, fingerprint))
+        if checkpoints is not None and resume:
+            state = self._restore(checkpoints)
+            if state is not None:
+                generator = restore_generator(state.generator_state, checkpoints.directory)
+                history = TrainingHistory.from_dict(state.history)
+                best_state = state.best_state
+                epochs_without_gain = state.epochs_without_gain
+                first_epoch = state.epoch + 1
+        elif checkpoints is not None:
+            checkpoints.clear()
+
+        # A run that had already stopped early stays stopped.
+        last_epoch = first_epoch - 1 if history.stopped_early else options.epochs
+        for epoch in range(first_epoch, last_epoch + 1):
             started = time.perf_counter()
-            mean_loss = self._run_epoch(epoch, entry_users, entry_items, log_q, batch_size, generator, best_state)
+            if self.policy is not None:
+                self.policy.begin_epoch(self.model, epoch)
+            try:
+                mean_loss = self._run_epoch(epoch, entry_users, entry_items, log_q, batch_size, generator, best_state)
+            except FloatingPointError as error:
+                saved_epoch = None if checkpoints is None else checkpoints.latest_epoch
+                if saved_epoch is None:
+                    raise
+                raise FloatingPointError(f"{error} The checkpoint of epoch {saved_epoch} in {checkpoints.directory} is unchanged.") from error
             record = EpochRecord(epoch=epoch, loss=mean_loss, seconds=time.perf_counter() - started)
 
             if self.validate is not None:
@@ -164,13 +254,74 @@ class Trainer:
                 "" if record.validation is None else f", validation ndcg@{options.eval_k} {record.validation:.4f}",
                 record.seconds,
             )
-            if self.validate is not None and options.patience and epochs_without_gain >= options.patience:
+            stop = self.validate is not None and options.patience and epochs_without_gain >= options.patience
+            if stop:
                 history.stopped_early = True
                 logger.info("early stop: no validation gain for %d epochs; keeping epoch %d", options.patience, history.best_epoch)
+            if checkpoints is not None:
+                self._save_checkpoint(checkpoints, epoch, generator, history, best_state, epochs_without_gain)
+            if stop:
                 break
 
         self.model.load_state_dict(best_state)
         return history
+
+    # ------------------------------------------------------------- checkpoints
+
+    def _fingerprint(self, train: Interactions, extra: dict[str, Any] | None) -> dict[str, Any]:
+        """Describe what must not change between an interrupted run and its resumption."""
+        training = {key: value for key, value in self.config.to_dict().items() if key not in RESUMABLE_CHANGES}
+        return {
+            "model": self.model.config.to_dict(),
+            "training": training,
+            "data": {"train": interactions_digest(train), **(extra or {})},
+            # NOTE: only the policy's class is compared; other settings of the same policy class are not detected.
+            "policy": None if self.policy is None else type(self.policy).__qualname__,
+        }
+
+    def _restore(self, checkpoints: EpochCheckpoints) -> TrainingState | None:
+        """Load the latest checkpoint into the model, optimiser and torch RNG; None when there is none."""
+        state = checkpoints.load(device=self.device)
+        if state is None:
+            logger.warning("no checkpoint in %s to resume from; training starts at epoch 1", checkpoints.directory)
+            return None
+        if self.policy is not None:
+            # Replays the policy's per-epoch changes (such as frozen parameters)
+            # in order; the saved weights are loaded over any change to values.
+            for epoch in range(1, state.epoch + 1):
+                self.policy.begin_epoch(self.model, epoch)
+        self.model.load_state_dict(state.model_state)
+        restore_optimizer(self.optimizer, state.optimizer_state, checkpoints.directory)
+        torch.set_rng_state(state.torch_rng_state)
+        if state.cuda_rng_states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state.cuda_rng_states)
+        logger.info("resuming from the checkpoint of epoch %d in %s", state.epoch, checkpoints.directory)
+        return state
+
+    def _save_checkpoint(
+        self,
+        checkpoints: EpochCheckpoints,
+        epoch: int,
+        generator: np.random.Generator,
+        history: TrainingHistory,
+        best_state: dict[str, torch.Tensor],
+        epochs_without_gain: int,
+    ) -> None:
+        model_state = self.model.state_dict()
+        state = TrainingState(
+            epoch=epoch,
+            history=history.to_dict(),
+            epochs_without_gain=epochs_without_gain,
+            model_state=model_state,
+            # The same object marks "best is this epoch", so the weights are stored once.
+            best_state=model_state if history.best_epoch == epoch else best_state,
+            optimizer_state=self.optimizer.state_dict(),
+            generator_state=generator.bit_generator.state,
+            torch_rng_state=torch.get_rng_state(),
+            cuda_rng_states=torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            fingerprint=checkpoints.fingerprint,
+        )
+        checkpoints.save(state)
 
     def _run_epoch(
         self,
@@ -192,6 +343,8 @@ class Trainer:
         for step in progress:
             positions = order[step * batch_size : (step + 1) * batch_size]
             loss = self._loss(entry_users[positions], entry_items[positions], positions, log_q, generator)
+            if self.policy is not None:
+                loss = loss + self.policy.penalty(self.model)
             if not torch.isfinite(loss):
                 self.model.load_state_dict(best_state)
                 raise FloatingPointError(
