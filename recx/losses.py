@@ -23,7 +23,7 @@ def sampled_softmax_loss(
     item_log_q: torch.Tensor | None = None,
     negative_embeddings: torch.Tensor | None = None,
     negative_ids: torch.Tensor | None = None,
-    negative_log_q: float | None = None,
+    negative_log_q: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax over in-batch (and optionally uniformly sampled) negatives.
 
@@ -52,8 +52,9 @@ def sampled_softmax_loss(
         the correction.
     negative_embeddings : torch.Tensor of shape (N, O) or None
     negative_ids : torch.Tensor of shape (N,), int64, or None
-    negative_log_q : float or None
-        ``log(N / n_items)`` for uniform negatives.
+    negative_log_q : float, torch.Tensor of shape (N,), or None
+        ``log(N / n_items)`` for uniform negatives, or one correction per
+        negative when the negatives are another view of the batch's items.
 
     Returns
     -------

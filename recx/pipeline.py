@@ -56,6 +56,8 @@ TRANSFER_OPTIONS: tuple[str, ...] = (
     "encoder",
     "text_columns",
     "text_features",
+    "content_weight",
+    "id_dropout",
     "freeze",
     "unfreeze_epoch",
     "pretrained_lr_scale",
@@ -89,7 +91,8 @@ class RunSettings:
         Pretrained initialisation and fine-tuning policy: ``init``
         ("text", a run folder, a vector file, or a list of them), ``align``
         ("title" or "id"), ``encoder`` (a sentence-transformers folder),
-        ``text_columns``, ``text_features``, ``freeze``,
+        ``text_columns``, ``text_features``, ``content_weight``,
+        ``id_dropout``, ``freeze``,
         ``unfreeze_epoch``, ``pretrained_lr_scale``, ``learning_rates`` and
         ``l2_sp``; see :func:`transfer_objects`. Empty trains from scratch.
     k : list of int
@@ -224,6 +227,9 @@ def transfer_objects(settings: RunSettings) -> tuple[list[Any], Any]:
                 text_options["columns"] = tuple(table["text_columns"])
             if "text_features" in table:
                 text_options["features"] = bool(table["text_features"])
+            for key in ("content_weight", "id_dropout"):
+                if key in table:
+                    text_options[key] = table[key]
             init.append(TextInit(**text_options))
         else:
             init.append(resolve_source(source, align=table.get("align")))

@@ -34,6 +34,7 @@ from recx.index import ItemIndex
 from recx.serving import BundleError, Retriever, UnknownIdError, export_bundle
 from recx.serving.bundle import MANIFEST_FILE, sha256_file
 from recx.training import TrainConfig, TwoTowerRecommender, load_model
+from recx.transfer import FineTuning, ItemVectors, RunInit, TextEncoder, VectorInit
 
 
 @dataclass(frozen=True)
@@ -457,8 +458,72 @@ BAD_INPUTS = [
         lambda ctx: cli("evaluate", str(ctx.tmp), "-q"),
     ),
     # transfer
-    # Rows of recx.transfer go here, above the closing bracket.
+    row(
+        "transfer-encoder-missing",
+        FileNotFoundError,
+        "text encoder not found: 'no-such-encoder' is not a folder. Pass the folder of a sentence-transformers model, or leave the encoder unset for the packaged all-MiniLM-L6-v2. Hub model names are not downloaded.",
+        lambda ctx: TextEncoder("no-such-encoder"),
+    ),
+    row(
+        "transfer-items-without-text",
+        ValueError,
+        "the interactions have no item metadata, so items have no text to embed. Load a dataset with titles (for example MovieLens), or initialise from a vector file instead of text.",
+        lambda ctx: TwoTowerRecommender(init="text", training=_fast_training()).fit(ctx.data),
+    ),
+    row(
+        "transfer-dimension-mismatch",
+        ValueError,
+        lambda ctx: f"the source model's embedding tables have 8 dimensions, the target's 64. Set embedding_dim=8 to initialise from {ctx.run}.",
+        lambda ctx: TwoTowerRecommender(init=[RunInit(ctx.run, align="id")], training=_fast_training()).fit(ctx.data),
+    ),
+    row(
+        "transfer-alignment-matches-nothing",
+        ValueError,
+        "align='id' matched none of the 36 target items to the 36 source items. Check that both catalogues identify items the same way, or pass a key function of (item_id, title).",
+        lambda ctx: TwoTowerRecommender(embedding_dim=8, init=[RunInit(ctx.run, align="id")], training=_fast_training()).fit(_shifted_items(ctx.data)),
+    ),
+    row(
+        "transfer-source-of-another-model-type",
+        ValueError,
+        lambda ctx: f"unknown model type 'ease' in {ctx.tmp / 'ease-run' / 'model' / 'config.json'}: expected 'two_tower'.",
+        lambda ctx: TwoTowerRecommender(embedding_dim=8, init=[RunInit(_other_model_type(ctx), align="id")], training=_fast_training()).fit(ctx.data),
+    ),
+    row(
+        "transfer-vector-dimension-mismatch",
+        ValueError,
+        "the item vectors have 3 dimensions but the model's embedding tables have 8. Set embedding_dim=3, or project the vectors first.",
+        lambda ctx: TwoTowerRecommender(embedding_dim=8, init=[VectorInit(ItemVectors(ctx.data.items.ids, np.ones((ctx.data.n_items, 3))))], training=_fast_training()).fit(ctx.data),
+    ),
+    row(
+        "transfer-train-fraction-zero",
+        CommandFailed,
+        "recx train: error: train_fraction must be in (0, 1], got 0.0. Use 0.25 to keep a quarter of each user's training interactions.",
+        lambda ctx: cli("train", "--train-fraction", "0", "-q"),
+    ),
+    row(
+        "transfer-unknown-group",
+        ValueError,
+        "unknown parameter group 'towers': expected one of ['user_id', 'user_history', 'user_recent', 'user_mlp', 'item_id', 'item_genres', 'item_text', 'item_mlp', 'pretrained'].",
+        lambda ctx: FineTuning(freeze=["towers"]),
+    ),
 ]
+
+
+def _shifted_items(data: Interactions) -> Interactions:
+    """The same interactions with every item id moved by 1000, so no id is shared with the saved run."""
+    frame = data.to_dataframe()
+    frame["item_id"] = frame["item_id"] + 1000
+    return Interactions.from_dataframe(frame, timestamp_col="timestamp")
+
+
+def _other_model_type(ctx: Context) -> Path:
+    folder = ctx.tmp / "ease-run"
+    shutil.copytree(ctx.run, folder)
+    config_file = folder / "model" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["model_type"] = "ease"
+    config_file.write_text(json.dumps(config))
+    return folder
 
 
 def _truncate(path: Path) -> Path:

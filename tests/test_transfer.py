@@ -567,3 +567,45 @@ def test_run_init_into_a_text_model_starts_as_the_source(small: Interactions, so
         source_out = source.item_tower(FeatureBuilder(source.config, source_history).item_features(source_rows))
     assert config.genre_names == source.config.genre_names
     assert torch.allclose(target_out, source_out, atol=1e-5)
+
+
+def test_softmax_takes_a_logq_per_negative() -> None:
+    from recx.losses import sampled_softmax_loss
+
+    generator = torch.Generator().manual_seed(0)
+    users, items, others = (torch.randn(3, 4, generator=generator) for _ in range(3))
+    ids = torch.tensor([0, 1, 2])
+    log_q, other_log_q = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.5, -0.5, 1.0])
+    loss = sampled_softmax_loss(users, items, ids, item_log_q=log_q, negative_embeddings=others, negative_ids=torch.tensor([2, 7, 8]), negative_log_q=other_log_q)
+    logits = torch.cat([users @ items.T - log_q, users @ others.T - other_log_q], dim=1)
+    logits[2, 3] = float("-inf")  # negative 0 has id 2, which is row 2's own positive
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(3))
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_content_loss_matches_both_views_by_hand(small: Interactions) -> None:
+    from recx.losses import sampled_softmax_loss
+    from recx.models.features import FeatureBuilder
+    from recx.training.trainer import Trainer
+
+    config = TwoTowerConfig(n_users=small.n_users, n_items=small.n_items, embedding_dim=8, hidden_dims=[], output_dim=8, text_dim=4, content_weight=0.5)
+    model = TwoTowerModel(config)
+    with torch.no_grad():
+        model.item_tower.text_vectors.normal_()
+    features = FeatureBuilder(config, small)
+    trainer = Trainer(model, features, TrainConfig(**FAST))
+    items = np.array([0, 1, 2, 1])
+    item_input = features.item_features(items)
+    users = model.user_tower(features.user_features(np.array([0, 1, 2, 3])))
+    full, content = model.item_tower(item_input), model.item_tower(item_input, content_only=True)
+    ids, log_q = torch.from_numpy(items), torch.tensor([0.1, -0.2, 0.3, -0.2])
+
+    loss = trainer._content_softmax(users, full, item_input, ids, log_q, 0.5, (None, None, None))
+    expected = sampled_softmax_loss(users, full, ids, item_log_q=log_q, negative_embeddings=content, negative_ids=ids, negative_log_q=log_q)
+    expected = expected + 0.5 * sampled_softmax_loss(users, content, ids, item_log_q=log_q, negative_embeddings=full, negative_ids=ids, negative_log_q=log_q)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    # The content view ignores the id table: changing an id row leaves it unchanged.
+    with torch.no_grad():
+        embedding_tables(model)["item_id"][0] += 3.0
+    assert torch.allclose(model.item_tower(item_input, content_only=True), content, atol=1e-6)
+    assert not torch.allclose(model.item_tower(item_input), full, atol=1e-3)

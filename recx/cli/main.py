@@ -103,6 +103,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     )
     transfer.add_argument("--align", help="how a run or vector file matches items: 'title' (normalised title and year, default for runs) or 'id'")
     transfer.add_argument("--encoder", help="folder of a sentence-transformers model for --init text (default: the packaged all-MiniLM-L6-v2)")
+    transfer.add_argument("--content-weight", type=float, help="with --init text: weight of the loss that trains items read from text alone, for items without interactions (default 0; 1 when new items matter)")
     transfer.add_argument("--freeze", type=_name_list, help="parameter groups that start frozen, comma-separated, or 'pretrained'")
     transfer.add_argument("--unfreeze-epoch", type=positive_int, help="first epoch in which the frozen groups train (default: never)")
     transfer.add_argument("--pretrained-lr-scale", type=float, help="factor on the learning rate of pretrained groups (default 1)")
@@ -165,6 +166,7 @@ def _settings_from_args(args: argparse.Namespace) -> Any:
                 "init": args.init,
                 "align": args.align,
                 "encoder": args.encoder,
+                "content_weight": args.content_weight,
                 "freeze": args.freeze,
                 "unfreeze_epoch": args.unfreeze_epoch,
                 "pretrained_lr_scale": args.pretrained_lr_scale,

@@ -63,6 +63,12 @@ class TwoTowerConfig:
         its item without the item's id embedding. The tower then learns to
         embed items from content alone, which is how it embeds items that
         had no training interactions.
+    content_weight : float, default=0.0
+        With text vectors: weight of a second softmax loss in which every
+        item is read from its content alone (no id embedding). It trains
+        the content-only embeddings that items without training
+        interactions get, without taking the id away from the main loss as
+        ``id_dropout`` does.
     """
 
     n_users: int
@@ -81,6 +87,7 @@ class TwoTowerConfig:
     genre_names: list[str] = field(default_factory=list)
     text_dim: int = 0
     id_dropout: float = 0.0
+    content_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,6 +120,8 @@ class TwoTowerConfig:
             raise ValueError(f"text_dim must be a non-negative integer, got {self.text_dim!r}.")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout!r}.")
+        if not self.content_weight >= 0.0:
+            raise ValueError(f"content_weight must be >= 0, got {self.content_weight!r}.")
         if not (self.use_item_id or self.n_genres > 0 or self.text_dim > 0):
             raise ValueError("the item tower has no input: set use_item_id to true, or provide item genres or item text vectors.")
         if self.genre_names and len(self.genre_names) != self.n_genres:

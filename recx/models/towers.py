@@ -131,14 +131,15 @@ class ItemTower(_Tower):
                 self.register_buffer("id_weight", torch.ones(config.n_items, device=device))
         self.id_dropout = config.id_dropout
 
-    def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
+    def forward(self, features: KeyedJaggedTensor, *, content_only: bool = False) -> torch.Tensor:
+        """Embed items; ``content_only`` leaves out every id embedding (text model only)."""
         if self.text_projection is None:
             return self.encode(features)
         inputs = self.pooled(features)
         items = features[ITEM_TEXT].values()
         if ITEM_ID in self.feature_names:
             position = self.feature_names.index(ITEM_ID)
-            keep = self.id_weight[items]
+            keep = torch.zeros_like(self.id_weight[items]) if content_only else self.id_weight[items]
             if self.training and self.id_dropout > 0:
                 keep = keep * (torch.rand(len(items), device=keep.device) >= self.id_dropout)
             inputs[position] = inputs[position] * keep.unsqueeze(1)

@@ -360,6 +360,47 @@ class Trainer:
         progress.close()
         return total / max(steps, 1)
 
+    def _content_softmax(
+        self,
+        user_embeddings: torch.Tensor,
+        item_embeddings: torch.Tensor,
+        item_input: object,
+        item_ids: torch.Tensor,
+        batch_log_q: torch.Tensor | None,
+        content_weight: float,
+        uniform: tuple[torch.Tensor | None, torch.Tensor | None, float | None],
+    ) -> torch.Tensor:
+        """Softmax over both views of each item: full (id and content) and content only.
+
+        Items without training interactions are served from their content
+        alone, while the others keep their id embedding. For the two kinds
+        to compete on one scale, each loss scores its positive against both
+        views of the other items: the full view's loss plus
+        ``content_weight`` times the content view's loss. Uniform negatives,
+        when configured, join both losses.
+        """
+        content_embeddings = self.model.item_tower(item_input, content_only=True)
+        uniform_embeddings, uniform_ids, uniform_log_q = uniform
+
+        def loss(positives: torch.Tensor, other_view: torch.Tensor) -> torch.Tensor:
+            negatives, negative_ids, negative_log_q = other_view, item_ids, batch_log_q
+            if uniform_embeddings is not None and uniform_ids is not None:
+                negatives = torch.cat([negatives, uniform_embeddings])
+                negative_ids = torch.cat([negative_ids, uniform_ids])
+                if negative_log_q is not None and uniform_log_q is not None:
+                    negative_log_q = torch.cat([negative_log_q, torch.full((len(uniform_ids),), uniform_log_q, device=negatives.device)])
+            return sampled_softmax_loss(
+                user_embeddings,
+                positives,
+                item_ids,
+                item_log_q=batch_log_q,
+                negative_embeddings=negatives,
+                negative_ids=negative_ids,
+                negative_log_q=negative_log_q,
+            )
+
+        return loss(item_embeddings, content_embeddings) + content_weight * loss(content_embeddings, item_embeddings)
+
     def _loss(
         self,
         users: np.ndarray,
@@ -378,20 +419,25 @@ class Trainer:
         n_negatives = options.resolved_negatives
 
         if options.loss == "softmax":
-            negative_embeddings = negative_ids = None
+            batch_log_q = log_q[item_ids] if options.logq_correction else None
+            negative_embeddings = negative_ids = negative_log_q = None
             if n_negatives:
                 sampled = generator.integers(0, n_items, size=n_negatives)
                 negative_embeddings = self.model.item_tower(self.features.item_features(sampled).to(self.device))
                 negative_ids = torch.from_numpy(sampled).to(self.device)
-            return sampled_softmax_loss(
-                user_embeddings,
-                item_embeddings,
-                item_ids,
-                item_log_q=log_q[item_ids] if options.logq_correction else None,
-                negative_embeddings=negative_embeddings,
-                negative_ids=negative_ids,
-                negative_log_q=uniform_log_q(n_negatives, n_items) if (n_negatives and options.logq_correction) else None,
-            )
+                negative_log_q = uniform_log_q(n_negatives, n_items) if options.logq_correction else None
+            content_weight = self.model.config.content_weight
+            if not (content_weight and self.model.config.text_dim):
+                return sampled_softmax_loss(
+                    user_embeddings,
+                    item_embeddings,
+                    item_ids,
+                    item_log_q=batch_log_q,
+                    negative_embeddings=negative_embeddings,
+                    negative_ids=negative_ids,
+                    negative_log_q=negative_log_q,
+                )
+            return self._content_softmax(user_embeddings, item_embeddings, item_input, item_ids, batch_log_q, content_weight, (negative_embeddings, negative_ids, negative_log_q))
 
         # BPR and BCE: score each positive against its own uniform negatives.
         sampled = generator.integers(0, n_items, size=(len(items), n_negatives))

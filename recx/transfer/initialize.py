@@ -144,11 +144,18 @@ class TextInit(Initializer):
         Fill the item-indexed tables with the text vectors' principal components.
     row_norm : float, default=0.5
         Root-mean-square norm of the rows written into the tables.
-    id_dropout : float, default=0.5
+    id_dropout : float, default=0.0
         With ``features``: the probability that a training example reads its
         item without the id embedding, so that the item tower learns to
         embed items from text alone, as it must for cold items (see
         :class:`~recx.models.TwoTowerConfig`).
+    content_weight : float, default=0.0
+        With ``features``: weight of a second loss that scores every item
+        from its text alone against the full embeddings of the others (see
+        :class:`~recx.models.TwoTowerConfig`). Set it to 1 when items
+        without interactions matter. On ml-100k it raised Recall@20 on
+        cold items far above the content baseline but cost some NDCG on
+        the other items with scarce data (see docs/transfer.md).
     """
 
     encoder: str | os.PathLike[str] | TextEncoder | None = None
@@ -156,7 +163,8 @@ class TextInit(Initializer):
     features: bool = True
     tables: bool = True
     row_norm: float = 0.5
-    id_dropout: float = 0.5
+    id_dropout: float = 0.0
+    content_weight: float = 0.0
     order = 0
 
     def __post_init__(self) -> None:
@@ -175,7 +183,7 @@ class TextInit(Initializer):
     def prepare(self, train: Interactions) -> dict[str, Any]:
         if not self.features:
             return {}
-        return {"text_dim": int(self.vectors(train).shape[1]), "id_dropout": self.id_dropout}
+        return {"text_dim": int(self.vectors(train).shape[1]), "id_dropout": self.id_dropout, "content_weight": self.content_weight}
 
     def apply(self, model: TwoTowerModel, train: Interactions) -> InitReport:
         vectors = self.vectors(train)
@@ -194,7 +202,7 @@ class TextInit(Initializer):
 
     def describe(self) -> dict[str, Any]:
         encoder = self.encoder.path if isinstance(self.encoder, TextEncoder) else self.encoder
-        return {"source": "text", "encoder": None if encoder is None else str(encoder), "columns": list(self.columns), "features": self.features, "tables": self.tables, "row_norm": self.row_norm, "id_dropout": self.id_dropout}
+        return {"source": "text", "encoder": None if encoder is None else str(encoder), "columns": list(self.columns), "features": self.features, "tables": self.tables, "row_norm": self.row_norm, "id_dropout": self.id_dropout, "content_weight": self.content_weight}
 
 
 def _content_of(model: TwoTowerModel) -> np.ndarray | None:
