@@ -62,28 +62,21 @@ def _distinct_offsets(sizes: np.ndarray, counts: np.ndarray, generator: np.rando
     """Draw ``counts[r]`` distinct offsets uniformly from ``range(sizes[r])`` for each row ``r``.
 
     Draws with replacement and redraws repeats until every row has its count,
-    which gives a uniformly random subset; callers keep ``counts`` well below
-    ``sizes`` so that few rounds are needed. Returns (row, offset) pairs.
+    which gives a uniformly random subset. Callers keep ``counts`` well below
+    ``sizes``, so few rounds are needed. Returns (row, offset) pairs
+    sorted by row, then offset.
     """
     width = int(sizes.max(initial=0)) + 1
-    taken = np.empty(0, dtype=np.int64)
-    rows_out: list[np.ndarray] = []
-    offsets_out: list[np.ndarray] = []
-    need = counts.astype(np.int64).copy()
+    keys = np.empty(0, dtype=np.int64)
+    need = counts.astype(np.int64)
     while need.any():
         rows = np.repeat(np.arange(len(sizes), dtype=np.int64), need)
         offsets = (generator.random(len(rows)) * sizes[rows]).astype(np.int64)
-        keys = rows * width + offsets
-        fresh = ~np.isin(keys, taken)
-        keys, rows, offsets = keys[fresh], rows[fresh], offsets[fresh]
-        _, first = np.unique(keys, return_index=True)
-        rows_out.append(rows[first])
-        offsets_out.append(offsets[first])
-        taken = np.union1d(taken, keys[first])
-        need -= np.bincount(rows[first], minlength=len(sizes))
-    if not rows_out:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    return np.concatenate(rows_out), np.concatenate(offsets_out)
+        # Sorting the keys row * width + offset finds the repeats without hashing.
+        keys = np.sort(np.concatenate([keys, rows * width + offsets]))
+        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+        need = counts - np.bincount(keys // width, minlength=len(sizes))
+    return keys // width, keys % width
 
 
 class FeatureBuilder:
@@ -200,8 +193,8 @@ class FeatureBuilder:
         Rows of up to ``LONG_BAG_FACTOR * max_history`` items are gathered
         whole, then subsampled by independent coin flips. Longer rows are
         sampled directly, so a batch costs O(B * max_history) instead of the
-        sum of its users' history lengths; with heavy users (tens of
-        thousands of items) that sum made feature building the slowest part
+        sum of its users' history lengths. With heavy users (tens of
+        thousands of items), that sum made feature building the slowest part
         of a training step. Both ways keep ``Binomial(n, max_history / n)``
         items drawn uniformly from the ``n`` history items other than the target.
         """
@@ -233,9 +226,8 @@ class FeatureBuilder:
             counts = generator.binomial(sizes, self.max_history / sizes)
             rows, offsets = _distinct_offsets(sizes, counts, generator)
             offsets = offsets + ((skip[rows] >= 0) & (offsets >= skip[rows]))
-            order = np.lexsort((offsets, rows))
-            items = np.concatenate([items, self.history_indices[starts[rows[order]] + offsets[order]]])
-            row_of_value = np.concatenate([row_of_value, long[rows[order]]])
+            items = np.concatenate([items, self.history_indices[starts[rows] + offsets]])
+            row_of_value = np.concatenate([row_of_value, long[rows]])
             # Bags must follow the order of users: a stable sort keeps each bag's own order.
             order = np.argsort(row_of_value, kind="stable")
             items, row_of_value = items[order], row_of_value[order]
