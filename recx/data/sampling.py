@@ -44,13 +44,7 @@ def sample_per_user(interactions: Interactions, fraction: float, *, seed: int = 
     rank = np.empty(matrix.nnz, dtype=np.int64)
     rank[order] = np.arange(matrix.nnz) - indptr[rows[order]]
     quota = np.ceil(lengths * fraction).astype(np.int64)
-    keep = rank < quota[rows]
-
-    kept_lengths = np.bincount(rows[keep], minlength=interactions.n_users)
-    new_indptr = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(indptr.dtype)
-    sampled = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], new_indptr), shape=matrix.shape)
-    timestamps = None if interactions.timestamps is None else interactions.timestamps[keep]
-    return interactions.with_entries(sampled, timestamps)
+    return _keep_entries(interactions, rank < quota[rows])
 
 
 def drop_items(interactions: Interactions, items: np.ndarray) -> Interactions:
@@ -60,19 +54,23 @@ def drop_items(interactions: Interactions, items: np.ndarray) -> Interactions:
     can still be ranked: this is how items without interactions (cold
     items) are simulated.
     """
-    matrix = interactions.matrix
     dropped = np.zeros(interactions.n_items, dtype=bool)
     dropped[np.asarray(items, dtype=np.int64)] = True
-    keep = ~dropped[matrix.indices]
-    rows = np.repeat(np.arange(interactions.n_users), np.diff(matrix.indptr))
-    kept_lengths = np.bincount(rows[keep], minlength=interactions.n_users)
-    indptr = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(matrix.indptr.dtype)
-    kept = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
-    timestamps = None if interactions.timestamps is None else interactions.timestamps[keep]
-    return interactions.with_entries(kept, timestamps)
+    return _keep_entries(interactions, ~dropped[interactions.matrix.indices])
 
 
 def keep_items(interactions: Interactions, items: np.ndarray) -> Interactions:
     """Return only the entries of ``interactions`` whose item index is in ``items``."""
     others = np.setdiff1d(np.arange(interactions.n_items), np.asarray(items, dtype=np.int64))
     return drop_items(interactions, others)
+
+
+def _keep_entries(interactions: Interactions, keep: np.ndarray) -> Interactions:
+    """Return the stored entries where ``keep`` (one bool per entry, CSR order) is true, with their timestamps."""
+    matrix = interactions.matrix
+    rows = np.repeat(np.arange(interactions.n_users), np.diff(matrix.indptr))
+    kept_lengths = np.bincount(rows[keep], minlength=interactions.n_users)
+    indptr = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(matrix.indptr.dtype)
+    kept = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
+    timestamps = None if interactions.timestamps is None else interactions.timestamps[keep]
+    return interactions.with_entries(kept, timestamps)
