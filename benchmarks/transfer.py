@@ -23,11 +23,12 @@ rest as validation):
    interactions (seeded); test NDCG@20 per variant, mean over seeds. Every
    seed runs at 10% and 25%; the policy variants and the larger shares run
    on the first seed.
-2. Cold items (first seed): 15% of the items lose every training and validation
-   interaction; Recall@20 and NDCG@20 over the whole catalogue, counted on
-   the test interactions with those items, for the text two-tower, the
-   id-only two-tower and a content baseline (cosine between an item's text
-   vector and the mean text vector of the user's history).
+2. Cold items (first seed): 15% of the items lose every training and
+   validation interaction. Recall@20 and NDCG@20 rank the whole catalogue
+   and count the test interactions with those items. The models are the
+   text two-tower (with and without the content loss), the id-only
+   two-tower and a content baseline (cosine between an item's text vector
+   and the mean text vector of the user's history).
 3. Time to quality: epochs and training seconds each variant needs before
    its validation NDCG@20 reaches the best validation NDCG@20 of scratch.
 
@@ -153,7 +154,7 @@ def scarce(name: str, fractions: list[float], seeds: list[int], source: Path, po
     split = make_split(data)
     records = []
     for fraction in fractions:
-        # The acceptance fractions get every seed; larger shares, whose spread is
+        # The acceptance fractions run on every seed. Larger shares, whose spread is
         # small, and the policy variants run on the first seed to bound the run time.
         for seed in seeds if fraction in ACCEPTANCE_FRACTIONS else seeds[:1]:
             train = sample_per_user(split.train, fraction, seed=seed)
@@ -280,51 +281,71 @@ def acceptance(scarce_records: list[dict[str, Any]], cold_records: list[dict[str
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    scarce_records, cold_records = summary["scarce"], summary["cold"]
+    """Return results.md: the scarce-data, cold-item, time-to-quality and acceptance tables."""
+    lines = _scarce_lines(summary["scarce"])
+    if summary["cold"]:
+        lines += _cold_lines(summary["cold"])
+    lines += _time_lines(summary["time_to_quality"])
+    lines += _acceptance_lines(summary["acceptance"])
+    return "\n".join(lines) + "\n"
+
+
+def _scarce_lines(records: list[dict[str, Any]]) -> list[str]:
     lines = ["### Scarce data: test NDCG@20 by share of training interactions", ""]
-    means = mean_by(scarce_records, ("dataset", "fraction", "variant"), "ndcg@20")
-    for dataset in dict.fromkeys(record["dataset"] for record in scarce_records):
+    means = mean_by(records, ("dataset", "fraction", "variant"), "ndcg@20")
+    for dataset in dict.fromkeys(record["dataset"] for record in records):
         fractions = sorted({f for (d, f, _) in means if d == dataset})
-        names = list(dict.fromkeys(r["variant"] for r in scarce_records if r["dataset"] == dataset))
+        names = list(dict.fromkeys(r["variant"] for r in records if r["dataset"] == dataset))
         lines += [f"**{dataset}** (mean ± std over seeds, or the single value where one seed ran; ratio to scratch in brackets)", ""]
         lines.append("| variant | " + " | ".join(f"{f:.0%}" for f in fractions) + " |")
         lines.append("|:--|" + "--:|" * len(fractions))
+
         for variant in names:
-            cells = []
-            for fraction in fractions:
-                value = means.get((dataset, fraction, variant))
-                scratch = means.get((dataset, fraction, "scratch"))
-                if value is None:
-                    cells.append("")
-                    continue
-                cell = f"{value[0]:.4f} ± {value[1]:.4f}" if value[2] > 1 else f"{value[0]:.4f}"
-                if variant != "scratch" and scratch:
-                    cell += f" ({value[0] / scratch[0]:.2f}x)"
-                cells.append(cell)
+            cells = [_scarce_cell(means.get((dataset, fraction, variant)), means.get((dataset, fraction, "scratch")), variant) for fraction in fractions]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         lines.append("")
-    if cold_records:
-        lines += [f"### Cold items: {COLD_FRACTION:.0%} of items without any training interaction", ""]
-        lines.append("| dataset | model | Recall@20 | NDCG@20 | cold test interactions |")
-        lines.append("|:--|:--|--:|--:|--:|")
-        recall = mean_by(cold_records, ("dataset", "model"), "recall@20")
-        ndcg = mean_by(cold_records, ("dataset", "model"), "ndcg@20")
-        interactions = mean_by(cold_records, ("dataset", "model"), "cold_test_interactions")
-        for key, value in recall.items():
-            lines.append(f"| {key[0]} | {key[1]} | {value[0]:.4f} | {ndcg[key][0]:.4f} | {interactions[key][0]:.0f} |")
-        lines.append("")
-    lines += ["### Time to quality: first epoch whose validation NDCG@20 reaches scratch's best", ""]
+    return lines
+
+
+def _scarce_cell(value: tuple[float, float, int] | None, scratch: tuple[float, float, int] | None, variant: str) -> str:
+    if value is None:
+        return ""
+    cell = f"{value[0]:.4f} ± {value[1]:.4f}" if value[2] > 1 else f"{value[0]:.4f}"
+    if variant != "scratch" and scratch:
+        cell += f" ({value[0] / scratch[0]:.2f}x)"
+    return cell
+
+
+def _cold_lines(records: list[dict[str, Any]]) -> list[str]:
+    lines = [f"### Cold items: {COLD_FRACTION:.0%} of items without any training interaction", ""]
+    lines.append("| dataset | model | Recall@20 | NDCG@20 | cold test interactions |")
+    lines.append("|:--|:--|--:|--:|--:|")
+    recall = mean_by(records, ("dataset", "model"), "recall@20")
+    ndcg = mean_by(records, ("dataset", "model"), "ndcg@20")
+    interactions = mean_by(records, ("dataset", "model"), "cold_test_interactions")
+    for key, value in recall.items():
+        lines.append(f"| {key[0]} | {key[1]} | {value[0]:.4f} | {ndcg[key][0]:.4f} | {interactions[key][0]:.0f} |")
+    lines.append("")
+    return lines
+
+
+def _time_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["### Time to quality: first epoch whose validation NDCG@20 reaches scratch's best", ""]
     lines.append("| dataset | share | variant | runs that reach it | epochs | training seconds |")
     lines.append("|:--|--:|:--|--:|--:|--:|")
-    for row in summary["time_to_quality"]:
+    for row in rows:
         epochs = "" if row["epochs"] is None else f"{row['epochs']:.1f}"
         seconds = "" if row["seconds"] is None else f"{row['seconds']:.1f}"
         lines.append(f"| {row['dataset']} | {row['fraction']:.0%} | {row['variant']} | {row['reached']}/{row['runs']} | {epochs} | {seconds} |")
-    lines += ["", "### Acceptance checks", "", "| check | ratio | target | met |", "|:--|--:|--:|:--|"]
-    for name, check in summary["acceptance"].items():
+    return lines
+
+
+def _acceptance_lines(checks: dict[str, Any]) -> list[str]:
+    lines = ["", "### Acceptance checks", "", "| check | ratio | target | met |", "|:--|--:|--:|:--|"]
+    for name, check in checks.items():
         best = f" ({check['best']})" if "best" in check else ""
         lines.append(f"| {name}{best} | {check['ratio']:.3f} | {check['target']:.2f} | {'yes' if check['met'] else 'no'} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def save_figure(figure: Any, path: Path) -> None:

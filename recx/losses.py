@@ -71,17 +71,30 @@ def sampled_softmax_loss(
     accidental = (item_ids.unsqueeze(0) == item_ids.unsqueeze(1)) & ~diagonal
     logits = logits.masked_fill(accidental, float("-inf"))
 
-    if negative_embeddings is not None:
-        if negative_ids is None:
-            raise ValueError("negative_ids are required with negative_embeddings, to mask negatives equal to the positive.")
-        negative_logits = user_embeddings @ negative_embeddings.T
-        if negative_log_q is not None:
-            negative_logits = negative_logits - negative_log_q
-        negative_logits = negative_logits.masked_fill(item_ids.unsqueeze(1) == negative_ids.unsqueeze(0), float("-inf"))
-        logits = torch.cat([logits, negative_logits], dim=1)
+    logits = append_negative_logits(logits, user_embeddings, item_ids, negative_embeddings, negative_ids, negative_log_q)
 
     targets = torch.arange(batch, device=logits.device)
     return F.cross_entropy(logits, targets)
+
+
+def append_negative_logits(
+    logits: torch.Tensor,
+    user_embeddings: torch.Tensor,
+    item_ids: torch.Tensor,
+    negative_embeddings: torch.Tensor | None,
+    negative_ids: torch.Tensor | None,
+    negative_log_q: float | torch.Tensor | None,
+) -> torch.Tensor:
+    """Append the (B, N) logits of extra negatives to ``logits``, masking negatives equal to each row's positive."""
+    if negative_embeddings is None:
+        return logits
+    if negative_ids is None:
+        raise ValueError("negative_ids are required with negative_embeddings, to mask negatives equal to the positive.")
+    negative_logits = user_embeddings @ negative_embeddings.T
+    if negative_log_q is not None:
+        negative_logits = negative_logits - negative_log_q
+    negative_logits = negative_logits.masked_fill(item_ids.unsqueeze(1) == negative_ids.unsqueeze(0), float("-inf"))
+    return torch.cat([logits, negative_logits], dim=1)
 
 
 def bpr_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:

@@ -202,8 +202,8 @@ def make_split(settings: RunSettings, interactions: Interactions) -> Split:
             params["cut"] = options["cut"]
     split = split_interactions(interactions, protocol, **params)
     if train_fraction < 1:
-        # Scarce-data runs: the dropped share is gone for good, also from the
-        # history the model sees at test time; validation and test are unchanged.
+        # Scarce-data runs drop the rest for good, so the model's history at test
+        # time lacks it too. Validation and test are unchanged.
         split = Split(sample_per_user(split.train, train_fraction, seed=seed), split.test, split.validation, protocol=split.protocol, params={**split.params, "train_fraction": train_fraction})
     return split
 

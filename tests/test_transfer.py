@@ -119,7 +119,7 @@ def test_title_alignment_links_movielens_catalogues(movielens_small: Interaction
 # ------------------------------------------------------------------ sampling
 
 
-def test_sample_per_user_keeps_ceil_share_of_each_user(small: Interactions) -> None:
+def test_sample_per_user_rounds_up(small: Interactions) -> None:
     sampled = sample_per_user(small, 0.25, seed=3)
     before, after = small.user_counts(), sampled.user_counts()
     assert after.tolist() == [math.ceil(0.25 * n) for n in before.tolist()]
@@ -127,8 +127,10 @@ def test_sample_per_user_keeps_ceil_share_of_each_user(small: Interactions) -> N
     kept = sampled.matrix.multiply(small.matrix)
     assert kept.nnz == sampled.nnz
     frame = sampled.to_dataframe().merge(small.to_dataframe(), on=["user_id", "item_id"], suffixes=("", "_full"))
-    assert len(frame) == sampled.nnz and (frame["timestamp"] == frame["timestamp_full"]).all()
-    assert sampled.users == small.users and sampled.items == small.items
+    assert len(frame) == sampled.nnz
+    assert (frame["timestamp"] == frame["timestamp_full"]).all()
+    assert sampled.users == small.users
+    assert sampled.items == small.items
 
 
 def test_sample_per_user_is_seeded(small: Interactions) -> None:
@@ -159,7 +161,8 @@ def test_drop_and_keep_items_partition_the_entries(small: Interactions) -> None:
 def test_vectors_round_trip_npz_and_safetensors(tmp_path: Path) -> None:
     table = ItemVectors(np.array([10, 20, 30]), np.arange(6, dtype=np.float32).reshape(3, 2))
     loaded = load_vectors(table.save(tmp_path / "v.npz"))
-    assert loaded.ids.tolist() == [10, 20, 30] and np.array_equal(loaded.vectors, table.vectors)
+    assert loaded.ids.tolist() == [10, 20, 30]
+    assert np.array_equal(loaded.vectors, table.vectors)
 
     save_file({"vectors": table.vectors, "ids": np.array([10, 20, 30], dtype=np.int64)}, str(tmp_path / "a.safetensors"))
     assert load_vectors(tmp_path / "a.safetensors").ids.tolist() == [10, 20, 30]
@@ -192,16 +195,18 @@ def test_bad_vector_files_raise_clear_errors(tmp_path: Path, make, message: str)
 def test_principal_components_shape_and_scale() -> None:
     vectors = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
     projected = principal_components(vectors, 4, row_norm=0.5)
-    assert projected.shape == (50, 4) and projected.dtype == np.float32
+    assert projected.shape == (50, 4)
+    assert projected.dtype == np.float32
     assert np.sqrt((projected**2).sum(axis=1).mean()) == pytest.approx(0.5, rel=1e-5)
     # Components are ordered by variance.
     variances = projected.var(axis=0)
     assert np.all(np.diff(variances) <= 1e-6)
     padded = principal_components(vectors, 12, row_norm=1.0)
-    assert padded.shape == (50, 12) and np.all(padded[:, 8:] == 0)
+    assert padded.shape == (50, 12)
+    assert np.all(padded[:, 8:] == 0)
 
 
-def test_fill_unmatched_recovers_a_linear_map_and_falls_back_to_the_mean() -> None:
+def test_fill_unmatched_ridge_and_mean() -> None:
     generator = np.random.default_rng(1)
     content = generator.normal(size=(200, 5))
     weights = generator.normal(size=(5, 3))
@@ -209,13 +214,14 @@ def test_fill_unmatched_recovers_a_linear_map_and_falls_back_to_the_mean() -> No
     matched, unmatched = np.arange(150), np.arange(150, 200)
     rows = truth.copy()
     rows[unmatched] = 0
-    filled, how = fill_unmatched(rows, matched, unmatched, content)
-    assert how == "content"
+    filled, method = fill_unmatched(rows, matched, unmatched, content)
+    assert method == "content"
     # Ridge shrinks the map a little: within 2% of the values' range.
     assert np.abs(filled[unmatched] - truth[unmatched]).max() < 0.02 * np.abs(truth).max()
     rows = truth.copy()
-    filled, how = fill_unmatched(rows, matched, unmatched, None)
-    assert how == "mean" and np.allclose(filled[unmatched], truth[matched].mean(axis=0))
+    filled, method = fill_unmatched(rows, matched, unmatched, None)
+    assert method == "mean"
+    assert np.allclose(filled[unmatched], truth[matched].mean(axis=0))
 
 
 # ------------------------------------------------------------------ text
@@ -240,7 +246,8 @@ def test_item_texts_errors(small: Interactions) -> None:
 def test_encoder_embeds_caches_and_zeroes_empty_texts(cache_dir: Path) -> None:
     first = TextEncoder(cache_dir=cache_dir)
     vectors = first.encode(["Toy Story (1995) | Animation", "", "Heat (1995) | Crime"])
-    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert vectors.shape == (3, 384)
+    assert vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors[[0, 2]], axis=1), 1.0, atol=1e-5)
     assert np.all(vectors[1] == 0)
     # A fresh encoder reads the cache without loading the model.
@@ -294,7 +301,8 @@ def test_run_init_copies_aligned_rows_and_layers(small: Interactions, source_run
     report = RunInit(source_run, align="id").apply(model, small)
 
     shared = np.intersect1d(small.items.ids, source_items.ids)
-    assert report.aligned_items == len(shared) and report.n_items == small.n_items
+    assert report.aligned_items == len(shared)
+    assert report.n_items == small.n_items
     assert report.filled_by == "mean"
     target_tables, source_tables = embedding_tables(model), embedding_tables(source)
     for item in shared[:20]:
@@ -410,8 +418,10 @@ def test_policy_learning_rates_and_l2_sp_penalty(small: Interactions) -> None:
     policy = FineTuning(pretrained_lr_scale=0.1, learning_rates={"item_mlp": 0.5}, l2_sp=0.01)
     policy.bind(model, {"item_id", "user_history"})
     rates = {group["name"]: group["lr"] for group in policy.parameter_groups(model, 0.003)}
-    assert rates["item_id"] == pytest.approx(0.0003) and rates["user_history"] == pytest.approx(0.0003)
-    assert rates["user_mlp"] == pytest.approx(0.003) and rates["item_mlp"] == 0.5
+    assert rates["item_id"] == pytest.approx(0.0003)
+    assert rates["user_history"] == pytest.approx(0.0003)
+    assert rates["user_mlp"] == pytest.approx(0.003)
+    assert rates["item_mlp"] == 0.5
     assert float(torch.as_tensor(policy.penalty(model)).detach()) == 0.0
     with torch.no_grad():
         embedding_tables(model)["item_id"][0] += 2.0  # 16 entries moved by 2: sum of squares 64

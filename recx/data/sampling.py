@@ -71,6 +71,6 @@ def _keep_entries(interactions: Interactions, keep: np.ndarray) -> Interactions:
     rows = np.repeat(np.arange(interactions.n_users), np.diff(matrix.indptr))
     kept_lengths = np.bincount(rows[keep], minlength=interactions.n_users)
     indptr = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(matrix.indptr.dtype)
-    kept = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
+    filtered = sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
     timestamps = None if interactions.timestamps is None else interactions.timestamps[keep]
-    return interactions.with_entries(kept, timestamps)
+    return interactions.with_entries(filtered, timestamps)

@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from recx.distributed.context import DistributedContext
+from recx.losses import append_negative_logits
 
 
 class _GatherRows(torch.autograd.Function):
@@ -109,12 +110,5 @@ def global_batch_softmax_loss(
     accidental[rows, targets] = False
     logits = logits.masked_fill(accidental, float("-inf"))
 
-    if negative_embeddings is not None:
-        if negative_ids is None:
-            raise ValueError("negative_ids are required with negative_embeddings, to mask negatives equal to the positive.")
-        negative_logits = user_embeddings @ negative_embeddings.T
-        if negative_log_q is not None:
-            negative_logits = negative_logits - negative_log_q
-        negative_logits = negative_logits.masked_fill(item_ids.unsqueeze(1) == negative_ids.unsqueeze(0), float("-inf"))
-        logits = torch.cat([logits, negative_logits], dim=1)
+    logits = append_negative_logits(logits, user_embeddings, item_ids, negative_embeddings, negative_ids, negative_log_q)
     return F.cross_entropy(logits, targets)

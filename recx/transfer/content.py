@@ -11,9 +11,9 @@ from recx.recommender import Recommender
 class TextSimilarity(Recommender):
     """Score each item by the cosine between its text vector and the mean text vector of the user's history.
 
-    It needs no training interactions beyond the history, so it ranks items
-    nobody has interacted with yet; it is the yardstick a model that uses
-    text must beat on cold items.
+    It needs no training interactions beyond the history, so it also ranks
+    items without any interaction. A model that uses text must beat it on
+    such cold items.
 
     Parameters
     ----------

@@ -62,15 +62,15 @@ def principal_components(vectors: np.ndarray, dim: int, row_norm: float) -> np.n
     """
     centered = vectors.astype(np.float64) - vectors.mean(axis=0)
     _, _, components = np.linalg.svd(centered, full_matrices=False)
-    kept = min(dim, components.shape[0])
+    n_components = min(dim, components.shape[0])
     projected = np.zeros((len(vectors), dim))
-    projected[:, :kept] = centered @ components[:kept].T
+    projected[:, :n_components] = centered @ components[:n_components].T
     rms = np.sqrt((projected**2).sum(axis=1).mean())
     return (projected * (row_norm / max(rms, 1e-12))).astype(np.float32)
 
 
 def fill_unmatched(rows: np.ndarray, matched: np.ndarray, unmatched: np.ndarray, content: np.ndarray | None) -> tuple[np.ndarray, str]:
-    """Fill ``rows[unmatched]`` from the matched rows; returns the rows and how.
+    """Fill ``rows[unmatched]`` from the matched rows; return the rows and the method used.
 
     With ``content`` (n, T), a ridge regression from content to rows is fit
     on the matched items and applied to the others ("content"). Without it,
@@ -227,10 +227,10 @@ def _copy_item_rows(model: TwoTowerModel, source_rows: dict[str, np.ndarray], al
             report.groups.append(name)
 
 
-def _check_alignment(alignment: Alignment, how: object, n_source: int, n_target: int) -> None:
+def _check_alignment(alignment: Alignment, key: object, n_source: int, n_target: int) -> None:
     if len(alignment) == 0:
         raise ValueError(
-            f"align={how!r} matched none of the {n_target} target items to the {n_source} source items. "
+            f"align={key!r} matched none of the {n_target} target items to the {n_source} source items. "
             f"Check that both catalogues identify items the same way, or pass a key function of (item_id, title)."
         )
 

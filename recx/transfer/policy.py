@@ -43,7 +43,7 @@ def parameter_group(name: str) -> str:
 
 @dataclass
 class FineTuning:
-    """How a pretrained two-tower model is fine-tuned.
+    """Fine-tuning policy of a pretrained two-tower model.
 
     Parameters
     ----------

@@ -203,7 +203,7 @@ def encode_items(
 ) -> np.ndarray:
     """Embed every item's text; returns (n_items, dimension) float32.
 
-    Items without text get zero vectors, and a warning says how many.
+    Items without text get zero vectors, and a logged warning gives their count.
 
     Raises
     ------

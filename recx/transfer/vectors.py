@@ -85,7 +85,7 @@ def load_vectors(path: str | os.PathLike[str]) -> ItemVectors:
                 arrays = {name: archive[name] for name in archive.files if name in ("ids", "vectors")}
                 names = list(archive.files)
         except (zipfile.BadZipFile, OSError, ValueError) as error:
-            # ValueError: an array holds pickled objects, which are never loaded.
+            # numpy raises ValueError for an array of pickled objects, which recx never loads.
             raise ValueError(f"{file} is not a readable .npz file ({error}).") from error
         missing = [name for name in ("ids", "vectors") if name not in arrays]
         if missing:
